@@ -1,0 +1,204 @@
+"""The HDF5 code file: the only thing stage 1 hands to stage 2 (with the checkpoint's hash).
+
+Schema (``FORMAT_VERSION`` 1):
+
+* dataset ``codes``: (N, H, W), the smallest unsigned dtype holding K-1, chunked along N,
+  gzip-compressed with the byte-shuffle filter;
+* dataset ``labels``: (N,) int64, present when the source data has labels;
+* attributes ``format_version``, ``num_embeddings``, ``embedding_dim``, ``grid_height``,
+  ``grid_width``, ``dataset``, ``split``, ``stage1_checkpoint_sha256``, ``num_codes``.
+
+``CodeWriter`` streams batches to a temporary file that is renamed into place only when
+complete; ``read_code_info`` / ``load_codes`` / ``CodeDataset`` validate everything on read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import h5py
+import numpy as np
+import torch
+
+from .errors import UserError
+from .io import atomic_path
+
+FORMAT_VERSION = 1
+CHUNK_GRIDS = 1024  # grids per HDF5 chunk: large enough to compress well, small enough to stream
+REQUIRED_ATTRS = ("format_version", "num_embeddings", "embedding_dim", "grid_height", "grid_width",
+                  "dataset", "split", "stage1_checkpoint_sha256")
+
+
+def code_dtype(num_embeddings: int) -> np.dtype:
+    """The smallest unsigned integer dtype that holds code K-1."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if num_embeddings - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.uint64)
+
+
+@dataclass(frozen=True)
+class CodeInfo:
+    path: Path
+    num_codes: int  # N grids
+    num_embeddings: int
+    embedding_dim: int
+    grid: tuple[int, int]
+    dataset: str
+    split: str
+    stage1_checkpoint_sha256: str
+    has_labels: bool
+
+
+class CodeWriter:
+    """Stream code grids into ``path``; the file appears there only when ``close()`` succeeds.
+
+    >>> with CodeWriter(path, num_embeddings=512, ...) as w:
+    ...     for codes, labels in batches: w.append(codes, labels)
+    """
+
+    def __init__(self, path: str | os.PathLike, *, num_embeddings: int, embedding_dim: int,
+                 grid: tuple[int, int], dataset: str, split: str, stage1_checkpoint_sha256: str,
+                 has_labels: bool):
+        self.num_embeddings = num_embeddings
+        self.has_labels = has_labels
+        self._atomic = atomic_path(path)
+        tmp = self._atomic.__enter__()
+        self._file = h5py.File(tmp, "w")
+        h, w = grid
+        self._codes = self._file.create_dataset(
+            "codes", shape=(0, h, w), maxshape=(None, h, w), dtype=code_dtype(num_embeddings),
+            chunks=(CHUNK_GRIDS, h, w), compression="gzip", compression_opts=4, shuffle=True)
+        if has_labels:
+            self._labels = self._file.create_dataset(
+                "labels", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(CHUNK_GRIDS * 16,),
+                compression="gzip", compression_opts=4)
+        attrs = dict(format_version=FORMAT_VERSION, num_embeddings=num_embeddings, embedding_dim=embedding_dim,
+                     grid_height=h, grid_width=w, dataset=dataset, split=split,
+                     stage1_checkpoint_sha256=stage1_checkpoint_sha256)
+        self._file.attrs.update(attrs)
+        self.count = 0
+
+    def append(self, codes: torch.Tensor, labels: Optional[torch.Tensor] = None) -> None:
+        codes = codes.detach().cpu()
+        if codes.ndim != 3 or tuple(codes.shape[1:]) != self._codes.shape[1:]:
+            raise ValueError(f"codes must be (B, {self._codes.shape[1]}, {self._codes.shape[2]}), got {tuple(codes.shape)}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.num_embeddings):
+            raise ValueError("codes out of range [0, K)")
+        n = codes.shape[0]
+        self._codes.resize(self.count + n, axis=0)
+        self._codes[self.count:] = codes.numpy().astype(self._codes.dtype)
+        if self.has_labels:
+            self._labels.resize(self.count + n, axis=0)
+            self._labels[self.count:] = labels.detach().cpu().numpy().astype(np.int64)
+        self.count += n
+
+    def close(self) -> None:
+        self._file.attrs["num_codes"] = self.count
+        self._file.close()
+        self._atomic.__exit__(None, None, None)  # rename into place
+
+    def abort(self) -> None:
+        self._file.close()
+        self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)  # removes the temp file
+
+    def __enter__(self) -> "CodeWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close() if exc_type is None else self.abort()
+
+
+def read_code_info(path: str | os.PathLike, *, num_embeddings: Optional[int] = None,
+                   grid: Optional[tuple[int, int]] = None,
+                   stage1_checkpoint_sha256: Optional[str] = None) -> CodeInfo:
+    """Open and validate a code file's schema; optionally check it against expected K, grid, checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"code file not found: {path}; run `python -m stage1_vqvae encode --run DIR` first")
+    try:
+        with h5py.File(path, "r") as f:
+            info = _validate_schema(f, path)
+    except UserError:
+        raise
+    except Exception as exc:  # h5py raises OSError/KeyError variants for truncated files
+        raise UserError(f"code file {path} is corrupt or truncated ({type(exc).__name__}); "
+                        "delete it and encode again") from None
+    if num_embeddings is not None and info.num_embeddings != num_embeddings:
+        raise UserError(f"{path} holds codes of K={info.num_embeddings} but the model uses K={num_embeddings}; "
+                        "encode with the matching stage-1 checkpoint or fix num_embeddings")
+    if grid is not None and info.grid != tuple(grid):
+        raise UserError(f"{path} holds {info.grid[0]}x{info.grid[1]} grids but the model expects "
+                        f"{grid[0]}x{grid[1]}; use code files of the same stage-1 model")
+    if stage1_checkpoint_sha256 is not None and info.stage1_checkpoint_sha256 != stage1_checkpoint_sha256:
+        raise UserError(f"{path} was encoded with a different stage-1 checkpoint "
+                        f"(sha256 {info.stage1_checkpoint_sha256[:12]}..., expected {stage1_checkpoint_sha256[:12]}...); "
+                        "encode again with --force")
+    return info
+
+
+def _validate_schema(f: h5py.File, path: Path) -> CodeInfo:
+    missing = [a for a in REQUIRED_ATTRS if a not in f.attrs]
+    if "codes" not in f or missing:
+        what = "dataset 'codes'" if "codes" not in f else f"attributes {', '.join(missing)}"
+        raise UserError(f"{path} is not a code file (missing {what}); encode it with `python -m stage1_vqvae encode`")
+    version = int(f.attrs["format_version"])
+    if version != FORMAT_VERSION:
+        raise UserError(f"{path} has format_version {version}; this version reads {FORMAT_VERSION}, encode again")
+    k = int(f.attrs["num_embeddings"])
+    codes = f["codes"]
+    h, w = int(f.attrs["grid_height"]), int(f.attrs["grid_width"])
+    if codes.ndim != 3 or codes.shape[1:] != (h, w):
+        raise UserError(f"{path}: 'codes' has shape {codes.shape}, attributes say (N, {h}, {w})")
+    if codes.dtype != code_dtype(k):
+        raise UserError(f"{path}: 'codes' has dtype {codes.dtype}, expected {code_dtype(k)} for K={k}")
+    has_labels = "labels" in f
+    if has_labels and (f["labels"].shape != (codes.shape[0],) or f["labels"].dtype != np.int64):
+        raise UserError(f"{path}: 'labels' must be int64 of shape ({codes.shape[0]},)")
+    if "num_codes" in f.attrs and int(f.attrs["num_codes"]) != codes.shape[0]:
+        raise UserError(f"{path} is truncated: {codes.shape[0]} grids, {int(f.attrs['num_codes'])} written")
+
+    def text(v):
+        return v.decode() if isinstance(v, bytes) else str(v)
+
+    return CodeInfo(path, codes.shape[0], k, int(f.attrs["embedding_dim"]), (h, w), text(f.attrs["dataset"]),
+                    text(f.attrs["split"]), text(f.attrs["stage1_checkpoint_sha256"]), has_labels)
+
+
+def load_codes(path: str | os.PathLike, **expect) -> tuple[torch.Tensor, Optional[torch.Tensor], CodeInfo]:
+    """Read a whole code file as int64 tensors (codes (N, H, W), labels (N,) or None), validated.
+
+    ``expect`` takes the keyword checks of ``read_code_info``.
+    """
+    info = read_code_info(path, **expect)
+    try:
+        with h5py.File(info.path, "r") as f:
+            codes = torch.from_numpy(f["codes"][...].astype(np.int64))
+            labels = torch.from_numpy(f["labels"][...]) if info.has_labels else None
+    except Exception as exc:
+        raise UserError(f"code file {info.path} is corrupt or truncated ({type(exc).__name__}); "
+                        "delete it and encode again") from None
+    if codes.numel() and int(codes.max()) >= info.num_embeddings:
+        raise UserError(f"{info.path} holds code {int(codes.max())} >= K={info.num_embeddings}; the file is corrupt")
+    return codes, labels, info
+
+
+class CodeDataset(torch.utils.data.Dataset):
+    """A validated code file as a map-style dataset of ``(codes (H, W) int64, label or -1)``.
+
+    Loads the whole file at construction (code grids are small: 10^6 grids of 8x8 uint16
+    are 128 MB), so indexing costs nothing and the range check runs once.
+    """
+
+    def __init__(self, path: str | os.PathLike, **expect):
+        self.codes, self.labels, self.info = load_codes(path, **expect)
+
+    def __len__(self) -> int:
+        return self.codes.shape[0]
+
+    def __getitem__(self, i: int):
+        label = self.labels[i] if self.labels is not None else torch.tensor(-1)
+        return self.codes[i], label

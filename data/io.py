@@ -1,0 +1,137 @@
+"""File I/O that never leaves half-written files: atomic writes, checkpoints, metrics logs.
+
+Every file is written under a temporary name in the destination folder and renamed into
+place with ``os.replace`` once complete, so a crash or kill leaves either the old file or
+the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from .errors import UserError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
+    """Save a dict of tensors and plain Python data, loadable with ``weights_only=True``."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", hint: str = "") -> dict:
+    """Load a checkpoint safely (``weights_only=True``); a missing or corrupt file is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}" + (f"; {hint}" if hint else ""))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated / foreign files
+        raise UserError(f"{what} {path} is corrupt or not a checkpoint ({type(exc).__name__}); "
+                        "delete it and train again") from None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per logged step, appended and flushed as it happens.
+
+    On resume, entries after the checkpoint's step are dropped first so a resumed run's log
+    matches an uninterrupted one.
+    """
+
+    def __init__(self, path: str | os.PathLike, resume_step: int | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            write_text(self.path, "")
+        else:
+            kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step]
+            write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def log(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a torn last line from a kill: everything before it is valid
+    return rows
+
+
+def capture_rng() -> dict:
+    """Every RNG a training loop touches, as tensors (checkpoint-safe)."""
+    import random
+
+    import numpy as np
+
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "torch": state["torch"],
+        "cuda": state.get("cuda", []),
+        "python": repr(state["python"]),
+        "numpy": [state["numpy"][0], torch.from_numpy(state["numpy"][1].copy()), *state["numpy"][2:]],
+    }
+
+
+def restore_rng(state: dict) -> None:
+    import ast
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate(ast.literal_eval(state["python"]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))

@@ -1,0 +1,141 @@
+"""The VQ-VAE of the seed notebook: a ResNet encoder, the vector quantiser, a mirrored decoder.
+
+    encoder:  [4x4 stride-2 conv, ReLU] x downsamples -> 3x3 conv -> residual stack -> 1x1 conv to D
+    decoder:  3x3 conv from D -> residual stack -> [4x4 stride-2 transposed conv, ReLU] x downsamples
+              (no ReLU after the last one)
+    residual block: x + 1x1(ReLU(3x3(ReLU(x)))), the stack ending in a ReLU.
+
+With 2 downsamplings a 28x28 image becomes a 7x7 grid of codes, 32x32 becomes 8x8.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from os import PathLike
+
+import torch
+from torch import nn
+
+from data.io import load_checkpoint
+
+from .quantizer import QuantizerOutput, VectorQuantizer
+
+
+class ResidualStack(nn.Module):
+    def __init__(self, channels: int, hidden: int, layers: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.ReLU(), nn.Conv2d(channels, hidden, 3, padding=1, bias=False),
+                          nn.ReLU(), nn.Conv2d(hidden, channels, 1, bias=False))
+            for _ in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = x + block(x)
+        return torch.relu(x)
+
+
+def _widths(hidden: int, downsamples: int) -> list[int]:
+    """Channel widths along the strided path: hidden/2 for all but the last, hidden for the last."""
+    return [hidden // 2] * (downsamples - 1) + [hidden]
+
+
+class Encoder(nn.Module):
+    def __init__(self, in_channels: int, hidden: int, residual_hidden: int, residual_layers: int,
+                 downsamples: int, embedding_dim: int):
+        super().__init__()
+        layers, width = [], in_channels
+        for out in _widths(hidden, downsamples):
+            layers += [nn.Conv2d(width, out, 4, stride=2, padding=1), nn.ReLU()]
+            width = out
+        self.net = nn.Sequential(
+            *layers,
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            ResidualStack(hidden, residual_hidden, residual_layers),
+            nn.Conv2d(hidden, embedding_dim, 1),  # "pre-VQ" projection to the code dimension
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, out_channels: int, hidden: int, residual_hidden: int, residual_layers: int,
+                 downsamples: int, embedding_dim: int):
+        super().__init__()
+        widths = _widths(hidden, downsamples)[::-1] + [out_channels]  # hidden, hidden/2, ..., out
+        layers = []
+        for i, (a, b) in enumerate(zip(widths, widths[1:])):
+            layers.append(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1))
+            if i < downsamples - 1:
+                layers.append(nn.ReLU())
+        self.net = nn.Sequential(
+            nn.Conv2d(embedding_dim, hidden, 3, padding=1),
+            ResidualStack(hidden, residual_hidden, residual_layers),
+            *layers,
+        )
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        return self.net(q)
+
+
+@dataclass
+class VQVAEOutput:
+    reconstruction: torch.Tensor  # (B, C, H, W), model range, unclamped
+    vq: QuantizerOutput
+
+
+class VQVAE(nn.Module):
+    """Encoder -> VectorQuantizer -> Decoder. ``config`` holds the constructor arguments (saved in checkpoints)."""
+
+    def __init__(self, in_channels: int = 1, hidden: int = 128, residual_hidden: int = 32,
+                 residual_layers: int = 2, downsamples: int = 2, num_embeddings: int = 512,
+                 embedding_dim: int = 64, commitment_cost: float = 0.25, decay: float = 0.0,
+                 epsilon: float = 1e-5, codebook_init: str = "uniform", dead_code_steps: int = 0):
+        super().__init__()
+        self.config = dict(in_channels=in_channels, hidden=hidden, residual_hidden=residual_hidden,
+                           residual_layers=residual_layers, downsamples=downsamples,
+                           num_embeddings=num_embeddings, embedding_dim=embedding_dim,
+                           commitment_cost=commitment_cost, decay=decay, epsilon=epsilon,
+                           codebook_init=codebook_init, dead_code_steps=dead_code_steps)
+        net = (hidden, residual_hidden, residual_layers, downsamples, embedding_dim)
+        self.encoder = Encoder(in_channels, *net)
+        self.quantizer = VectorQuantizer(num_embeddings, embedding_dim, commitment_cost, decay, epsilon,
+                                         init=codebook_init, dead_code_steps=dead_code_steps)
+        self.decoder = Decoder(in_channels, *net)
+        self.downsample_factor = 2 ** downsamples
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.quantizer.num_embeddings
+
+    def grid_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        return image_size[0] // self.downsample_factor, image_size[1] // self.downsample_factor
+
+    def forward(self, x: torch.Tensor) -> VQVAEOutput:
+        vq = self.quantizer(self.encoder(x))
+        return VQVAEOutput(self.decoder(vq.quantized), vq)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in the model range (B, C, H, W) -> code indices (B, h, w) int64."""
+        z = self.encoder(x)
+        return self.quantizer.nearest(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])).view(
+            z.shape[0], z.shape[2], z.shape[3])
+
+    @torch.no_grad()
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        """Code indices (B, h, w) -> images (B, C, H, W) in the model range [-0.5, 0.5]."""
+        return self.decoder(self.quantizer.lookup(indices)).float().clamp(-0.5, 0.5)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | PathLike, map_location: str | torch.device = "cpu") -> "VQVAE":
+        """Rebuild a trained model (eval mode) from a stage-1 checkpoint."""
+        state = load_checkpoint(path, "stage-1 checkpoint",
+                                hint="train stage 1 first: python -m stage1_vqvae train --config FILE --run DIR")
+        if "model" not in state or "model_config" not in state:
+            from data.errors import UserError
+            raise UserError(f"{path} is not a stage-1 checkpoint (no model or model_config)")
+        model = cls(**state["model_config"])
+        model.load_state_dict(state["model"])
+        return model.to(map_location).eval()
