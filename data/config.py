@@ -87,6 +87,7 @@ class Stage2Config:
     weight_decay: float = 0.0
     lr_schedule: str = choice("cosine", ("cosine", "constant"))
     warmup_steps: int = 100
+    grad_clip: float = between(1.0, 0.0, 1e6)  # max global gradient norm; 0 = no clipping
     marginal_smoothing: float = between(1.0, 0.0, 1e6)  # add-alpha smoothing of the marginal prior's code counts
     log_every: int = positive(50)
     eval_every: int = positive(500)

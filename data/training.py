@@ -1,0 +1,77 @@
+"""Training plumbing both stages share: the accelerator, seeding, step-indexed batches, run folders.
+
+Batches are a pure function of (seed, step, process): epoch ``e`` visits a permutation drawn
+from a generator seeded with (seed, e), and process ``r`` of ``w`` takes the r-th slice of
+each global batch. A resumed run therefore sees exactly the batches an uninterrupted run
+would, with no data-loader state to save.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+
+def make_accelerator(mixed_precision: str, device: str):
+    """An ``accelerate.Accelerator``; ``auto`` precision means bf16 on CUDA, full precision on CPU."""
+    from accelerate import Accelerator
+
+    cpu = device == "cpu" or not torch.cuda.is_available()
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("run.device is 'cuda' but no CUDA GPU is visible; set run.device=auto or cpu")
+    if mixed_precision == "auto":
+        mixed_precision = "no" if cpu else "bf16"
+    if cpu and mixed_precision != "no":
+        mixed_precision = "no"  # CPU autocast is slower than fp32 for these convolution sizes
+    return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class StepBatches:
+    """Indices of the batch for any step, identical whether a run was resumed or not."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.global_batch = batch_size * world
+        if n < self.global_batch:
+            raise UserError(f"the training set has {n} items, fewer than one batch of {self.global_batch}; "
+                            "lower batch_size")
+        self.per_epoch = n // self.global_batch  # drop the ragged last batch
+        self._epoch, self._perm = -1, None
+
+    def __call__(self, step: int) -> torch.Tensor:
+        epoch, k = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=gen)
+        start = k * self.global_batch + self.rank * self.batch_size
+        return self._perm[start:start + self.batch_size]
+
+
+def prepare_run_dir(run_dir: Path, stage_dir: Path, resume: bool) -> None:
+    """Refuse to overwrite a stage's earlier output unless resuming."""
+    if resume:
+        return
+    if stage_dir.exists() and any(stage_dir.iterdir()):
+        raise UserError(f"{stage_dir} already holds output; pass --resume to continue it, or choose a new --run")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def cosine_lr(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the base learning rate: linear warm-up, then cosine decay to 0 or constant."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + np.cos(np.pi * min(1.0, progress)))

@@ -1,0 +1,59 @@
+"""Stage-1 command line: ``train`` a VQ-VAE, ``encode`` a run's data to HDF5 code grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from data.cli import ArgumentParser, add_config_arguments, run_main
+from data.config import default_config_path, load_config, save_config
+from data.errors import UserError
+from data.training import prepare_run_dir
+
+
+def parse(argv):
+    parser = ArgumentParser(prog="python -m stage1_vqvae", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    t = sub.add_parser("train", help="train the VQ-VAE into RUN/stage1")
+    add_config_arguments(t)
+    t.add_argument("--run", required=True, metavar="DIR", help="run directory")
+    t.add_argument("--resume", action="store_true", help="continue RUN/stage1 from its checkpoint")
+    e = sub.add_parser("encode", help="write RUN/codes/{train,val}.h5 with the trained VQ-VAE")
+    e.add_argument("--run", required=True, metavar="DIR", help="run directory")
+    e.add_argument("--split", choices=("train", "val", "all"), default="all")
+    e.add_argument("--force", action="store_true", help="re-encode files that already exist")
+    e.add_argument("--batch-size", type=int, default=1000)
+    return parser.parse_args(argv)
+
+
+def resolve_config(args, run_dir: Path):
+    """Config for ``train``: the run's saved config when resuming, else --config (or the default)."""
+    saved = run_dir / "config.yaml"
+    if args.resume and saved.is_file():
+        base = load_config(saved).to_dict()
+        return load_config(args.config, args.overrides, base=base)
+    return load_config(args.config or default_config_path(), args.overrides)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    run_dir = Path(args.run)
+    if args.command == "train":
+        from .train import train
+
+        config = resolve_config(args, run_dir)
+        prepare_run_dir(run_dir, run_dir / "stage1", args.resume)
+        save_config(config, run_dir / "config.yaml")
+        summary = train(config, run_dir, resume=args.resume)
+        print(f"stage 1 done: val NMSE {summary['val_recon_nmse']:.4f}, perplexity {summary['perplexity']:.1f}, "
+              f"{summary['codes_used']}/{summary['num_embeddings']} codes used -> {run_dir / 'stage1'}")
+    else:
+        from .encode import encode_run
+
+        if args.batch_size < 1:
+            raise UserError("--batch-size must be at least 1")
+        encode_run(run_dir, args.split, force=args.force, batch_size=args.batch_size)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

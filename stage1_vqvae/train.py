@@ -1,0 +1,172 @@
+"""Stage-1 training loop: reconstruction MSE / data variance + VQ loss, with accelerate.
+
+Reads straight through: build data and model, restore a checkpoint if resuming, then one
+optimizer update per step on a step-indexed batch, logging, periodic atomic checkpoints,
+and a final validation pass that writes ``summary.json`` and ``reconstructions.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision.utils import make_grid, save_image
+from tqdm import tqdm
+
+from data import Config, load_split, to_model_range, to_unit_range
+from data.datasets import data_variance
+from data.errors import UserError
+from data.io import (MetricsLog, atomic_path, capture_rng, load_checkpoint, restore_rng, save_checkpoint,
+                     write_json)
+from data.training import StepBatches, make_accelerator, seed_everything
+
+from .model import VQVAE
+
+
+def build_model(config: Config, in_channels: int) -> VQVAE:
+    s = config.stage1
+    return VQVAE(in_channels=in_channels, hidden=s.hidden, residual_hidden=s.residual_hidden,
+                 residual_layers=s.residual_layers, downsamples=s.downsamples,
+                 num_embeddings=s.num_embeddings, embedding_dim=s.embedding_dim,
+                 commitment_cost=s.commitment_cost, decay=s.decay, epsilon=s.epsilon,
+                 codebook_init=s.codebook_init, dead_code_steps=s.dead_code_steps)
+
+
+def check_image_size(config: Config, shape: tuple[int, ...]) -> None:
+    factor = 2 ** config.stage1.downsamples
+    if shape[-1] % factor or shape[-2] % factor:
+        raise UserError(f"images of {shape[-2]}x{shape[-1]} are not divisible by 2^stage1.downsamples = {factor}; "
+                        "change data.image_size or stage1.downsamples")
+
+
+def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
+    """Train (or resume) stage 1 in ``run_dir/stage1``; returns the final summary."""
+    s = config.stage1
+    out = run_dir / "stage1"
+    ckpt_path = out / "checkpoint.pt"
+    accelerator = make_accelerator(s.mixed_precision, config.run.device)
+    seed_everything(config.run.seed)
+
+    train_set, val_set = load_split(config.data, "train"), load_split(config.data, "val")
+    check_image_size(config, train_set.images.shape)
+    variance = data_variance(train_set.images)
+    model = build_model(config, train_set.images.shape[1])
+    optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
+
+    step = 0
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, "stage-1 checkpoint")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        restore_rng(state["rng"])
+    log = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None)
+
+    if s.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    forward = torch.compile(model) if s.compile else model
+    images = train_set.images.to(accelerator.device)  # uint8: the whole set lives on the device
+    batches = StepBatches(len(images), s.batch_size, config.run.seed,
+                          accelerator.process_index, accelerator.num_processes)
+
+    def save(at_step: int) -> None:
+        if accelerator.is_main_process:
+            save_checkpoint({
+                "model": accelerator.unwrap_model(model).state_dict(),
+                "model_config": accelerator.unwrap_model(model).config,
+                "optimizer": optimizer.state_dict(),
+                "step": at_step,
+                "rng": capture_rng(),
+                "data_variance": variance,
+                "image_shape": list(train_set.images.shape[1:]),
+                "dataset": config.data.dataset,
+                "config": config.to_dict(),
+            }, ckpt_path)
+
+    model.train()
+    bar = tqdm(total=s.steps, initial=step, desc="stage 1", disable=not accelerator.is_local_main_process,
+               dynamic_ncols=True)
+    tic, seen = time.perf_counter(), 0
+    while step < s.steps:
+        x = to_model_range(images[batches(step)])
+        if s.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out_ = forward(x)
+        recon_nmse = F.mse_loss(out_.reconstruction.float(), x) / variance
+        loss = recon_nmse + out_.vq.loss
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        optimizer.step()
+        step += 1
+        seen += x.shape[0] * accelerator.num_processes
+        bar.update(1)
+
+        if step % s.log_every == 0 or step == s.steps:
+            row = {"step": step, "loss": loss.item(), "recon_nmse": recon_nmse.item(),
+                   "vq_loss": out_.vq.loss.item(), "perplexity": out_.vq.perplexity.item(),
+                   "codes_used": int(out_.vq.codes_used), "lr": optimizer.param_groups[0]["lr"],
+                   "images_per_s": seen / (time.perf_counter() - tic)}
+            if not math.isfinite(row["loss"]):
+                raise RuntimeError(f"stage-1 loss is {row['loss']} at step {step}; lower stage1.lr")
+            if step % s.eval_every == 0 or step == s.steps:
+                row.update({f"val_{k}": v for k, v in evaluate(model, val_set.images, variance,
+                                                               accelerator.device).items() if k != "code_counts"})
+                model.train()
+            if accelerator.is_main_process:
+                log.log(row)
+            bar.set_postfix(nmse=f"{row['recon_nmse']:.4f}", ppl=f"{row['perplexity']:.0f}")
+        if step % s.checkpoint_every == 0 or step == s.steps:
+            save(step)
+    bar.close()
+    train_seconds = time.perf_counter() - tic
+
+    summary = finish(accelerator.unwrap_model(model), val_set.images, variance, out, accelerator.device)
+    summary.update(steps=s.steps, train_seconds=train_seconds,
+                   images_per_s=seen / train_seconds if seen else None)
+    if accelerator.is_main_process:
+        write_json(out / "summary.json", summary)
+    return summary
+
+
+@torch.no_grad()
+def evaluate(model, images: torch.Tensor, variance: float, device, batch_size: int = 500) -> dict:
+    """Validation NMSE, perplexity and code usage over a whole uint8 image set (eval mode: no updates)."""
+    model.eval()
+    net = model.module if hasattr(model, "module") else model
+    k = net.num_embeddings
+    counts = torch.zeros(k, dtype=torch.long)
+    sq_err, n = 0.0, 0
+    for batch in images.split(batch_size):
+        x = to_model_range(batch.to(device))
+        out = net(x)
+        sq_err += F.mse_loss(out.reconstruction.float(), x, reduction="sum").item()
+        n += x.numel()
+        counts += torch.bincount(out.vq.indices.flatten().cpu(), minlength=k)
+    probs = counts.double() / counts.sum()
+    perplexity = torch.exp(-(probs[probs > 0] * probs[probs > 0].log()).sum()).item()
+    return {"recon_nmse": sq_err / n / variance, "perplexity": perplexity,
+            "codes_used": int((counts > 0).sum()), "code_counts": counts.tolist()}
+
+
+def finish(model: VQVAE, val_images: torch.Tensor, variance: float, out: Path, device) -> dict:
+    """Final validation metrics and the originals-above-reconstructions picture."""
+    metrics = evaluate(model, val_images, variance, device)
+    x = to_model_range(val_images[:32].to(device))
+    recon = model.decode(model.encode(x))
+    save_grid(torch.cat([x, recon]), out / "reconstructions.png", nrow=16)
+    return {"val_recon_nmse": metrics["recon_nmse"], "perplexity": metrics["perplexity"],
+            "codes_used": metrics["codes_used"], "num_embeddings": model.num_embeddings,
+            "code_counts": metrics["code_counts"]}
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int, scale: int = 2) -> None:
+    """Save model-range images as one PNG grid, upscaled (nearest) so small images stay visible."""
+    grid = make_grid(to_unit_range(images.cpu()), nrow=nrow, padding=2, pad_value=1.0)
+    if scale > 1:
+        grid = F.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
+    with atomic_path(path) as tmp:
+        save_image(grid, tmp, format="png")

@@ -1,0 +1,41 @@
+"""Shared fixtures: the tiny config and one trained tiny stage-1 run reused by many tests."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "configs" / "tiny.yaml"
+
+torch.set_num_threads(2)
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m ...`` as a user would; returns the completed process (never raises)."""
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd or ROOT,
+                          timeout=600)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_template(tmp_path_factory) -> Path:
+    """A tiny run directory with stage 1 trained and both splits encoded (built once per session)."""
+    run = tmp_path_factory.mktemp("template") / "run"
+    for args in (("stage1_vqvae", "train", "--config", str(TINY), "--run", str(run)),
+                 ("stage1_vqvae", "encode", "--run", str(run))):
+        result = run_cli(*args)
+        assert result.returncode == 0, result.stderr
+    return run
+
+
+@pytest.fixture
+def tiny_run(tiny_run_template, tmp_path) -> Path:
+    """A private copy of the tiny run that a test may modify."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run_template, run)
+    return run
