@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .io import atomic_path
+from .io import atomic_path, sha256_file
 
 FORMAT_VERSION = 1
 CHUNK_GRIDS = 1024  # grids per HDF5 chunk: large enough to compress well, small enough to stream
@@ -114,9 +114,15 @@ class CodeWriter:
 
 def read_code_info(path: str | os.PathLike, *, num_embeddings: Optional[int] = None,
                    grid: Optional[tuple[int, int]] = None,
-                   stage1_checkpoint_sha256: Optional[str] = None) -> CodeInfo:
-    """Open and validate a code file's schema; optionally check it against expected K, grid, checkpoint."""
+                   stage1_checkpoint_sha256: Optional[str] = None,
+                   stage1_checkpoint: Optional[str | os.PathLike] = None) -> CodeInfo:
+    """Open and validate a code file's schema; optionally check it against expected K, grid, checkpoint.
+
+    ``stage1_checkpoint`` (a path) is the same check as ``stage1_checkpoint_sha256`` of that file.
+    """
     path = Path(path)
+    if stage1_checkpoint is not None:
+        stage1_checkpoint_sha256 = sha256_file(stage1_checkpoint)
     if not path.is_file():
         raise UserError(f"code file not found: {path}; run `python -m stage1_vqvae encode --run DIR` first")
     try:

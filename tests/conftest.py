@@ -22,6 +22,28 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+@pytest.fixture
+def cli(capsys):
+    """Run a command-line entry point in this process (fast): ``cli("stage1_vqvae", "train", ...)``.
+
+    Goes through the same ``run_main`` wrapper as ``python -m``, so exit codes and the one-line
+    ``error:`` output are exactly what a user sees.
+    """
+    import importlib
+
+    from data.cli import run_main
+
+    def invoke(module: str, *args: str) -> subprocess.CompletedProcess:
+        main = importlib.import_module(f"{module}.__main__").main
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(main, list(args))
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, exit_info.value.code or 0, out.out, out.err)
+
+    return invoke
+
+
 @pytest.fixture(scope="session")
 def tiny_run_template(tmp_path_factory) -> Path:
     """A tiny run directory with stage 1 trained and both splits encoded (built once per session)."""

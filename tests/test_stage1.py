@@ -85,16 +85,16 @@ def _assert_user_error(result, *fragments):
         assert fragment in lines[0], lines[0]
 
 
-def test_existing_run_is_refused_without_resume(tiny_run):
+def test_existing_run_is_refused_without_resume(tiny_run, cli):
     before = (tiny_run / "stage1" / "checkpoint.pt").read_bytes()
-    result = run_cli("stage1_vqvae", "train", "--config", str(TINY), "--run", str(tiny_run))
+    result = cli("stage1_vqvae", "train", "--config", str(TINY), "--run", str(tiny_run))
     _assert_user_error(result, "already holds output", "--resume")
     assert (tiny_run / "stage1" / "checkpoint.pt").read_bytes() == before
 
 
-def test_resume_of_a_finished_run_changes_no_weights(tiny_run):
+def test_resume_of_a_finished_run_changes_no_weights(tiny_run, cli):
     before = torch.load(tiny_run / "stage1" / "checkpoint.pt", weights_only=True)["model"]
-    result = run_cli("stage1_vqvae", "train", "--run", str(tiny_run), "--resume")
+    result = cli("stage1_vqvae", "train", "--run", str(tiny_run), "--resume")
     assert result.returncode == 0, result.stderr
     after = torch.load(tiny_run / "stage1" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -107,12 +107,12 @@ def test_resume_of_a_finished_run_changes_no_weights(tiny_run):
     (["--config", str(TINY), "--set", "stage1.batch_size=20000"], ["fewer than one batch"]),
     (["--config", str(TINY), "--bogus"], ["unrecognized arguments: --bogus"]),
 ])
-def test_user_errors_are_one_line_with_exit_code_2(tmp_path, args, fragments):
-    result = run_cli("stage1_vqvae", "train", "--run", str(tmp_path / "run"), *args)
+def test_user_errors_are_one_line_with_exit_code_2(tmp_path, cli, args, fragments):
+    result = cli("stage1_vqvae", "train", "--run", str(tmp_path / "run"), *args)
     _assert_user_error(result, *fragments)
 
 
-def test_corrupt_checkpoint_is_a_user_error(tiny_run):
+def test_corrupt_checkpoint_is_a_user_error(tiny_run, cli):
     (tiny_run / "stage1" / "checkpoint.pt").write_bytes(b"garbage")
-    result = run_cli("stage1_vqvae", "train", "--run", str(tiny_run), "--resume")
+    result = cli("stage1_vqvae", "train", "--run", str(tiny_run), "--resume")
     _assert_user_error(result, "corrupt")
