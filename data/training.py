@@ -8,6 +8,7 @@ would, with no data-loader state to save.
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -58,9 +59,14 @@ class StepBatches:
         return self._perm[start:start + self.batch_size]
 
 
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of a multi-process launch (``accelerate launch``, torchrun)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def prepare_run_dir(run_dir: Path, stage_dir: Path, resume: bool) -> None:
-    """Refuse to overwrite a stage's earlier output unless resuming."""
-    if resume:
+    """Refuse to overwrite a stage's earlier output unless resuming (checked by the main process only)."""
+    if resume or not is_main_process():
         return
     if stage_dir.exists() and any(stage_dir.iterdir()):
         raise UserError(f"{stage_dir} already holds output; pass --resume to continue it, or choose a new --run")

@@ -7,7 +7,7 @@ from pathlib import Path
 from data.cli import ArgumentParser, add_config_arguments, run_main
 from data.config import default_config_path, load_config, save_config
 from data.errors import UserError
-from data.training import prepare_run_dir
+from data.training import is_main_process, prepare_run_dir
 
 
 def parse(argv):
@@ -42,7 +42,8 @@ def main(argv=None) -> int:
 
         config = resolve_config(args, run_dir)
         prepare_run_dir(run_dir, run_dir / "stage1", args.resume)
-        save_config(config, run_dir / "config.yaml")
+        if is_main_process():
+            save_config(config, run_dir / "config.yaml")
         summary = train(config, run_dir, resume=args.resume)
         print(f"stage 1 done: val NMSE {summary['val_recon_nmse']:.4f}, perplexity {summary['perplexity']:.1f}, "
               f"{summary['codes_used']}/{summary['num_embeddings']} codes used -> {run_dir / 'stage1'}")

@@ -63,7 +63,8 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
         restore_rng(state["rng"])
-    log = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None)
+    log = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None) \
+        if accelerator.is_main_process else None
 
     if s.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -116,7 +117,7 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
                 row.update({f"val_{k}": v for k, v in evaluate(model, val_set.images, variance,
                                                                accelerator.device).items() if k != "code_counts"})
                 model.train()
-            if accelerator.is_main_process:
+            if log:
                 log.log(row)
             bar.set_postfix(nmse=f"{row['recon_nmse']:.4f}", ppl=f"{row['perplexity']:.0f}")
         if step % s.checkpoint_every == 0 or step == s.steps:
@@ -124,7 +125,8 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
     bar.close()
     train_seconds = time.perf_counter() - tic
 
-    summary = finish(accelerator.unwrap_model(model), val_set.images, variance, out, accelerator.device)
+    summary = finish(accelerator.unwrap_model(model), val_set.images, variance, out, accelerator.device,
+                     write=accelerator.is_main_process)
     summary.update(steps=s.steps, train_seconds=train_seconds,
                    images_per_s=seen / train_seconds if seen else None)
     if accelerator.is_main_process:
@@ -152,12 +154,12 @@ def evaluate(model, images: torch.Tensor, variance: float, device, batch_size: i
             "codes_used": int((counts > 0).sum()), "code_counts": counts.tolist()}
 
 
-def finish(model: VQVAE, val_images: torch.Tensor, variance: float, out: Path, device) -> dict:
+def finish(model: VQVAE, val_images: torch.Tensor, variance: float, out: Path, device, write: bool = True) -> dict:
     """Final validation metrics and the originals-above-reconstructions picture."""
     metrics = evaluate(model, val_images, variance, device)
-    x = to_model_range(val_images[:32].to(device))
-    recon = model.decode(model.encode(x))
-    save_grid(torch.cat([x, recon]), out / "reconstructions.png", nrow=16)
+    if write:
+        x = to_model_range(val_images[:32].to(device))
+        save_grid(torch.cat([x, model.decode(model.encode(x))]), out / "reconstructions.png", nrow=16)
     return {"val_recon_nmse": metrics["recon_nmse"], "perplexity": metrics["perplexity"],
             "codes_used": metrics["codes_used"], "num_embeddings": model.num_embeddings,
             "code_counts": metrics["code_counts"]}
