@@ -57,15 +57,15 @@ class Stage1Config:
     commitment_cost: float = between(0.25, 0.0, 100.0)  # beta
     decay: float = between(0.99, 0.0, 0.9999)  # 0 = codebook learned through its loss; > 0 = EMA updates
     epsilon: float = between(1e-5, 0.0, 1.0)  # Laplace smoothing of the EMA cluster sizes
-    codebook_init: str = choice("random", ("uniform", "random", "kmeans"))
-    dead_code_steps: int = between(100, 0, 10**9)  # re-seed codes unused this many steps; 0 = never
-    hidden: int = positive(128)
+    codebook_init: str = choice("kmeans", ("uniform", "random", "kmeans"))
+    dead_code_steps: int = between(20, 0, 10**9)  # re-seed codes unused this many steps; 0 = never
+    hidden: int = positive(64)
     residual_hidden: int = positive(32)
     residual_layers: int = between(2, 0, 64)
     downsamples: int = positive(2)  # stride-2 convs: 28x28 -> 7x7 with 2
     batch_size: int = positive(128)
-    steps: int = positive(2000)
-    lr: float = 2e-4
+    steps: int = positive(800)
+    lr: float = 1e-3
     log_every: int = positive(50)
     eval_every: int = positive(500)
     checkpoint_every: int = positive(250)

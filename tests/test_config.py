@@ -74,3 +74,15 @@ def test_saved_config_round_trips(tmp_path):
     save_config(cfg, tmp_path / "config.yaml")
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["stage1"]["steps"] == 7
     assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_readme_documents_every_config_key():
+    import dataclasses
+
+    readme = (ROOT / "README.md").read_text()
+    reference = readme[readme.index("### Config reference"):]
+    for section in dataclasses.fields(Config):
+        for key in dataclasses.fields(section.default_factory()):
+            # a row either names the full key or lists it after its section's first key
+            assert f"`{section.name}.{key.name}`" in reference or f"`{key.name}`" in reference, \
+                f"{section.name}.{key.name} is missing from the README's config reference"
