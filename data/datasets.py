@@ -22,6 +22,7 @@ import torch
 
 from .config import DataConfig
 from .errors import UserError
+from .io import atomic_path
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -53,6 +54,18 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
 def to_unit_range(x: torch.Tensor) -> torch.Tensor:
     """Model range -> [0, 1] for saving images (clamped)."""
     return (x.float() + 0.5).clamp_(0.0, 1.0)
+
+
+def save_image_grid(images: torch.Tensor, path, nrow: int, scale: int = 2) -> None:
+    """Save model-range images (N, C, H, W) as one PNG grid, atomically, upscaled (nearest) to stay visible."""
+    import torch.nn.functional as F
+    from torchvision.utils import make_grid, save_image
+
+    grid = make_grid(to_unit_range(images.detach().cpu()), nrow=nrow, padding=2, pad_value=1.0)
+    if scale > 1:
+        grid = F.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
+    with atomic_path(path) as tmp:
+        save_image(grid, tmp, format="png")
 
 
 def data_variance(images: torch.Tensor) -> float:

@@ -18,13 +18,18 @@ import torch
 from .errors import UserError
 
 
+def resolve_device(device: str) -> torch.device:
+    """``run.device`` as a torch device: ``auto`` takes CUDA when there is one."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("run.device is 'cuda' but no CUDA GPU is visible; set run.device=auto or cpu")
+    return torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+
+
 def make_accelerator(mixed_precision: str, device: str):
     """An ``accelerate.Accelerator``; ``auto`` precision means bf16 on CUDA, full precision on CPU."""
     from accelerate import Accelerator
 
-    cpu = device == "cpu" or not torch.cuda.is_available()
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("run.device is 'cuda' but no CUDA GPU is visible; set run.device=auto or cpu")
+    cpu = resolve_device(device).type == "cpu"
     if mixed_precision == "auto":
         mixed_precision = "no" if cpu else "bf16"
     if cpu and mixed_precision != "no":

@@ -13,14 +13,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
-from data import Config, load_split, to_model_range, to_unit_range
-from data.datasets import data_variance
+from data import Config, load_split, to_model_range
+from data.datasets import data_variance, save_image_grid
 from data.errors import UserError
-from data.io import (MetricsLog, atomic_path, capture_rng, load_checkpoint, restore_rng, save_checkpoint,
-                     write_json)
+from data.io import MetricsLog, capture_rng, load_checkpoint, restore_rng, save_checkpoint, write_json
 from data.training import StepBatches, make_accelerator, seed_everything
 
 from .model import VQVAE
@@ -159,16 +157,7 @@ def finish(model: VQVAE, val_images: torch.Tensor, variance: float, out: Path, d
     metrics = evaluate(model, val_images, variance, device)
     if write:
         x = to_model_range(val_images[:32].to(device))
-        save_grid(torch.cat([x, model.decode(model.encode(x))]), out / "reconstructions.png", nrow=16)
+        save_image_grid(torch.cat([x, model.decode(model.encode(x))]), out / "reconstructions.png", nrow=16)
     return {"val_recon_nmse": metrics["recon_nmse"], "perplexity": metrics["perplexity"],
             "codes_used": metrics["codes_used"], "num_embeddings": model.num_embeddings,
             "code_counts": metrics["code_counts"]}
-
-
-def save_grid(images: torch.Tensor, path: Path, nrow: int, scale: int = 2) -> None:
-    """Save model-range images as one PNG grid, upscaled (nearest) so small images stay visible."""
-    grid = make_grid(to_unit_range(images.cpu()), nrow=nrow, padding=2, pad_value=1.0)
-    if scale > 1:
-        grid = F.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
-    with atomic_path(path) as tmp:
-        save_image(grid, tmp, format="png")

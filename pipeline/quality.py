@@ -1,0 +1,285 @@
+"""Sample quality: Fréchet distance between generated and real images in a small classifier's features.
+
+The recipe of FID, scaled down to the project's datasets: train a small CNN on the run's
+training images, take its penultimate-layer activations as features, fit a Gaussian to the
+features of each image set, and compare the Gaussians with the Fréchet (2-Wasserstein) distance
+
+    FD = ||mu_a - mu_b||^2 + tr(S_a) + tr(S_b) - 2 tr((S_a^{1/2} S_b S_a^{1/2})^{1/2}).
+
+FD is 0 for identical feature distributions and grows as the generated images' features move
+away from the real ones, in their mean (first term) or their spread and correlations (the rest).
+Values are comparable only within one run: another classifier means another feature space.
+
+The classifier predicts the dataset's labels. A dataset without labels (an unlabelled image
+folder) trains it on a self-supervised proxy task instead: rotation prediction, where each
+image is turned by 0, 90, 180 or 270 degrees and the network predicts which; telling the
+rotations apart needs the same shape features that separate real images from poor samples.
+
+Typical use (what ``python -m pipeline`` does)::
+
+    classifier = load_or_train_classifier(run_dir, cfg)          # DIR/classifier/checkpoint.pt
+    quality = write_quality(run_dir, cfg, real, {"reconstructions": recon, "learned": x, ...})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data import Config, load_split, to_model_range
+from data.io import load_checkpoint, save_checkpoint, write_json
+from data.training import StepBatches, cosine_lr, seed_everything
+
+ROTATIONS = 4  # the proxy task's classes: 0, 90, 180, 270 degrees
+
+
+class FeatureClassifier(nn.Module):
+    """Three 3x3 convolutions (two of stride 2), adaptive average pooling to 4x4, then two linear layers.
+
+    ``features(x)`` is the ReLU output of the first linear layer (``feature_dim`` values, the
+    penultimate layer); ``forward(x)`` adds the linear head and returns logits. The adaptive
+    pooling makes the network accept any image size (28x28, 32x32, ...) and channel count.
+    ``task`` records what the head predicts: ``"labels"`` (the dataset's classes) or
+    ``"rotation"`` (the unlabelled proxy task).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, task: str = "labels", width: int = 16,
+                 feature_dim: int = 128):
+        super().__init__()
+        self.config = dict(in_channels=in_channels, num_classes=num_classes, task=task, width=width,
+                           feature_dim=feature_dim)
+        self.task = task
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(2 * width, 4 * width, 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+            nn.Linear(4 * width * 16, feature_dim), nn.ReLU(),
+        )
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+# ---------------------------------------------------------------- the proxy task for unlabelled data
+
+
+def rotate(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Turn image i of (B, C, H, W) ``images`` by ``turns[i]`` x 90 degrees (square images only)."""
+    if images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"rotation prediction needs square images, got {tuple(images.shape[-2:])}")
+    out = images.clone()
+    for k in range(1, ROTATIONS):
+        chosen = turns == k
+        out[chosen] = torch.rot90(images[chosen], k, dims=(-2, -1))
+    return out
+
+
+def task_batch(images: torch.Tensor, labels: torch.Tensor | None,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of one batch: the labels, or random rotations and their indices."""
+    if labels is not None:
+        return images, labels
+    turns = torch.randint(ROTATIONS, (len(images),), generator=generator).to(images.device)
+    return rotate(images, turns), turns
+
+
+# ---------------------------------------------------------------- training and accuracy
+
+
+def train_classifier(images: torch.Tensor, labels: torch.Tensor | None, num_classes: int | None = None,
+                     steps: int = 600, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
+                     device: str | torch.device = "cpu", progress: bool = False) -> FeatureClassifier:
+    """Train a ``FeatureClassifier`` on uint8 (N, C, H, W) ``images``; deterministic given ``seed``.
+
+    Adam with a cosine-decayed learning rate minimises the cross-entropy of the labels, or of
+    the rotation index when ``labels`` is None. Batches come from ``StepBatches`` (a function
+    of the seed and the step), so the same seed gives the same network on the same machine.
+    """
+    seed_everything(seed)
+    task = "labels" if labels is not None else "rotation"
+    if labels is not None and num_classes is None:
+        num_classes = int(labels.max()) + 1
+    model = FeatureClassifier(images.shape[1], num_classes if labels is not None else ROTATIONS, task).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    batches = StepBatches(len(images), min(batch_size, len(images)), seed)
+    rotations = torch.Generator().manual_seed(seed)
+    model.train()
+    for step in tqdm(range(steps), desc="classifier", disable=not progress, leave=False):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * cosine_lr(step, steps, 0, "cosine")
+        index = batches(step)
+        x = to_model_range(images[index]).to(device)
+        y = labels[index].to(device) if labels is not None else None
+        x, y = task_batch(x, y, rotations)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def accuracy(classifier: FeatureClassifier, images: torch.Tensor, labels: torch.Tensor | None,
+             batch_size: int = 512) -> float:
+    """Share of uint8 ``images`` classified correctly; for the rotation task, of all four turns of each."""
+    classifier.eval()
+    device = next(classifier.parameters()).device
+    correct = total = 0
+    for start in range(0, len(images), batch_size):
+        x = to_model_range(images[start:start + batch_size]).to(device)
+        if classifier.task == "labels":
+            cases = [(x, labels[start:start + batch_size].to(device))]
+        else:
+            cases = [(rotate(x, torch.full((len(x),), k, device=device)), torch.full((len(x),), k, device=device))
+                     for k in range(ROTATIONS)]
+        for inputs, targets in cases:
+            correct += (classifier(inputs).argmax(1) == targets).sum().item()
+            total += len(targets)
+    return correct / total
+
+
+# ---------------------------------------------------------------- checkpoint
+
+
+def save_classifier(classifier: FeatureClassifier, path: str | Path, val_accuracy: float,
+                    settings: dict | None = None) -> None:
+    """Atomically save weights, constructor arguments, val accuracy and the settings it was trained with."""
+    save_checkpoint({
+        "model": {k: v.detach().cpu() for k, v in classifier.state_dict().items()},
+        "model_config": classifier.config,
+        "val_accuracy": float(val_accuracy),
+        "settings": settings or {},
+    }, path)
+
+
+def load_classifier(path: str | Path) -> tuple[FeatureClassifier, dict]:
+    """(classifier in eval mode on the CPU, the checkpoint's other entries); loads with weights_only."""
+    state = load_checkpoint(path, "feature classifier checkpoint",
+                            hint="it is written by `python -m pipeline run` (or `report`)")
+    classifier = FeatureClassifier(**state["model_config"])
+    classifier.load_state_dict(state["model"])
+    return classifier.eval(), {"val_accuracy": state["val_accuracy"], "settings": state["settings"]}
+
+
+def classifier_settings(cfg: Config) -> dict:
+    """What the classifier depends on: a saved one is reused only while these are unchanged."""
+    return {"data": dataclasses.asdict(cfg.data), "steps": cfg.sample.classifier_steps, "seed": cfg.run.seed}
+
+
+def load_or_train_classifier(run_dir: str | Path, cfg: Config, device: str | torch.device = "cpu",
+                             log: Callable[[str], None] = print) -> tuple[FeatureClassifier, float]:
+    """(classifier, val accuracy): reuse ``DIR/classifier/checkpoint.pt``, or train on the train split and save it.
+
+    A checkpoint trained with other data settings, steps or seed is replaced, not reused.
+    """
+    path = Path(run_dir) / "classifier" / "checkpoint.pt"
+    settings = classifier_settings(cfg)
+    if path.is_file():
+        classifier, info = load_classifier(path)
+        if info["settings"] == settings:
+            return classifier.to(device), info["val_accuracy"]
+        log(f"{path} was trained with other settings; training a new feature classifier")
+    train, val = load_split(cfg.data, "train"), load_split(cfg.data, "val")
+    classifier = train_classifier(train.images, train.labels, train.num_classes or None,
+                                  steps=cfg.sample.classifier_steps, seed=cfg.run.seed, device=device,
+                                  progress=True)
+    val_accuracy = accuracy(classifier, val.images, val.labels)
+    save_classifier(classifier, path, val_accuracy, settings)
+    log(f"feature classifier ({classifier.task}): val accuracy {val_accuracy:.3f}, saved to {path}")
+    return classifier, val_accuracy
+
+
+# ---------------------------------------------------------------- features and the Fréchet distance
+
+
+@torch.no_grad()
+def features(classifier: FeatureClassifier, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """(N, F) float64 penultimate-layer features of float ``images`` in the model range.
+
+    Inputs are clamped to the model range [-0.5, 0.5] first, as they are when saved as images,
+    so a decoder's overshoot does not count as a difference from the real images.
+    """
+    classifier.eval()
+    device = next(classifier.parameters()).device
+    chunks = [classifier.features(images[i:i + batch_size].to(device).float().clamp(-0.5, 0.5)).double().cpu()
+              for i in range(0, len(images), batch_size)]
+    return torch.cat(chunks)
+
+
+def gaussian(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (F,) and unbiased covariance (F, F) of (N, F) features, in float64."""
+    feats = torch.as_tensor(feats, dtype=torch.float64)
+    if feats.ndim != 2 or len(feats) < 2:
+        raise ValueError(f"need (N, F) features with N >= 2, got shape {tuple(feats.shape)}")
+    return feats.mean(0), torch.cov(feats.T).reshape(feats.shape[1], feats.shape[1])
+
+
+def psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
+    """Square root of a symmetric positive semi-definite matrix: V diag(sqrt(max(w, 0))) V^T."""
+    w, v = torch.linalg.eigh((matrix + matrix.T) / 2)
+    return (v * w.clamp(min=0).sqrt()) @ v.T
+
+
+def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two (N, F) feature sets, computed in float64.
+
+    FD = ||mu_a - mu_b||^2 + tr(S_a) + tr(S_b) - 2 tr((S_a^{1/2} S_b S_a^{1/2})^{1/2}).
+
+    The cross term is the trace of the square root of the symmetric PSD matrix
+    M = S_a^{1/2} S_b S_a^{1/2}, i.e. the sum of the square roots of M's eigenvalues. Both
+    square roots use symmetric eigendecompositions with tiny negative eigenvalues (rounding)
+    clipped to 0, which stays stable for the rank-deficient covariances that ReLU features
+    and few samples give. M has the eigenvalues of S_a S_b, so FD is symmetric in a and b.
+    The result is clipped at 0 against rounding.
+    """
+    mu_a, cov_a = gaussian(feats_a)
+    mu_b, cov_b = gaussian(feats_b)
+    if mu_a.shape != mu_b.shape:
+        raise ValueError(f"feature sizes differ: {mu_a.shape[0]} vs {mu_b.shape[0]}")
+    root_a = psd_sqrt(cov_a)
+    middle = root_a @ cov_b @ root_a
+    cross = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    fd = (mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * cross
+    return max(0.0, fd.item())
+
+
+# ---------------------------------------------------------------- the run's quality.json
+
+
+def sample_quality(classifier: FeatureClassifier, real: torch.Tensor,
+                   generated: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """{"fd_<name>": FD(real, generated[name])} for model-range image tensors (N, C, H, W)."""
+    real_feats = features(classifier, real)
+    return {f"fd_{name}": frechet_distance(real_feats, features(classifier, images))
+            for name, images in generated.items()}
+
+
+def write_quality(run_dir: str | Path, cfg: Config, real: torch.Tensor, generated: Mapping[str, torch.Tensor],
+                  device: str | torch.device = "cpu", log: Callable[[str], None] = print) -> dict:
+    """Compute FDs against ``real`` val images and write ``DIR/report/quality.json``; returns its content.
+
+    ``generated`` maps a name to model-range images; the report expects the names
+    ``reconstructions`` (decoded val codes, the floor), ``learned``, ``marginal`` and ``uniform``.
+    """
+    classifier, val_accuracy = load_or_train_classifier(run_dir, cfg, device, log)
+    quality = {
+        **sample_quality(classifier, real, generated),
+        "classifier_val_accuracy": val_accuracy,
+        "classifier_task": classifier.task,
+        "fd_samples": min(len(images) for images in generated.values()),
+        "fd_real_images": len(real),
+        "feature_dim": classifier.config["feature_dim"],
+    }
+    write_json(Path(run_dir) / "report" / "quality.json", quality)
+    return quality

@@ -1,0 +1,151 @@
+"""The prior study report, on a synthetic run directory with every file the other stages write."""
+
+import base64
+import json
+import re
+
+import pytest
+import torch
+from torchvision.utils import save_image
+
+from data import UserError, load_config, save_config
+from pipeline.report import REQUIRED, write_report
+
+K = 16
+BITS = {"learned": 2.5, "marginal": 3.25, "uniform": 4.0, "num_embeddings": K}
+QUALITY = {"fd_reconstructions": 1.5, "fd_learned": 6.0, "fd_marginal": 20.0, "fd_uniform": 40.0,
+           "classifier_val_accuracy": 0.84, "classifier_task": "labels", "fd_samples": 200}
+SUMMARY = {"val_recon_nmse": 0.071, "perplexity": 9.5, "codes_used": 12, "num_embeddings": K,
+           "code_counts": [90, 40, 30, 0, 20, 10, 5, 0, 3, 2, 1, 0, 60, 7, 0, 4],
+           "steps": 100, "train_seconds": 12.5, "images_per_s": 1024.0}
+STAGE2 = {"steps": 100, "final_val_bits_per_code": 2.6, "train_time_s": 30.0, "grids_per_s": 400.0,
+          "parameters": 18096, "num_embeddings": K, "grid": [7, 7], "num_classes": 3}
+
+
+def write_lines(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def grid(path, seed):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(seed)), path, nrow=4)
+
+
+def make_run(root, temperatures=(0.5, 1.0), classes=(0, 1, 2)):
+    """A run directory as the stages leave it: config, metrics, summaries, sample grids, quality.json."""
+    run = root / "run"
+    (run / "stage1").mkdir(parents=True)
+    (run / "stage2").mkdir()
+    (run / "report").mkdir()
+    save_config(load_config(overrides=[f"stage1.num_embeddings={K}", "stage2.conditional=true",
+                                       f"sample.temperatures=[{', '.join(map(str, temperatures))}]"]),
+                run / "config.yaml")
+    val1 = {50: {"val_recon_nmse": 0.012, "val_perplexity": 4.5, "val_codes_used": 9},
+            100: {"val_recon_nmse": 0.006, "val_perplexity": 9.1, "val_codes_used": 12}}
+    write_lines(run / "stage1/metrics.jsonl", [
+        {"step": s, "loss": 1.0 / s, "recon_nmse": 0.5 / s, "vq_loss": 0.1, "perplexity": s / 10, "codes_used": 8,
+         "lr": 1e-3, **val1.get(s, {})} for s in range(10, 101, 10)])
+    (run / "stage1/summary.json").write_text(json.dumps(SUMMARY))
+    grid(run / "stage1/reconstructions.png", 0)
+    val2 = {50: {"val_bits_per_code": 3.1}, 100: {"val_bits_per_code": 2.6}}
+    write_lines(run / "stage2/metrics.jsonl", [
+        {"step": s, "train_bits_per_code": 4.0 - s / 100, "lr": 1e-3, **val2.get(s, {})} for s in range(10, 101, 10)])
+    (run / "stage2/summary.json").write_text(json.dumps(STAGE2))
+    (run / "stage2/bits_per_code.json").write_text(json.dumps(BITS))
+    for i, prior in enumerate(("learned", "marginal", "uniform")):
+        grid(run / f"samples/{prior}.png", 1 + i)
+    for i, t in enumerate(temperatures):
+        grid(run / f"samples/temperature_{t}.png", 10 + i)
+    for c in classes:
+        grid(run / f"samples/class_{c}.png", 20 + c)
+    (run / "report/quality.json").write_text(json.dumps(QUALITY))
+    return run
+
+
+def embedded(html, path):
+    """Whether the page inlines exactly the bytes of ``path``."""
+    return base64.b64encode(path.read_bytes()).decode() in html
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """(run directory, returned metrics) of one report on the full fixture, shared by the reading tests."""
+    run = make_run(tmp_path_factory.mktemp("report"))
+    return run, write_report(run)
+
+
+def test_metrics_json_holds_the_spec_keys_with_the_inputs_values(report):
+    run, metrics = report
+    assert json.loads((run / "report/metrics.json").read_text()) == metrics
+    assert metrics["num_embeddings"] == K
+    assert metrics["bits_per_code"] == {"learned": 2.5, "marginal": 3.25, "uniform": 4.0}
+    assert metrics["stage1"]["val_recon_nmse"] == 0.071
+    assert metrics["stage1"]["perplexity"] == 9.5 and metrics["stage1"]["codes_used"] == 12
+    fd_keys = ("fd_reconstructions", "fd_learned", "fd_marginal", "fd_uniform")
+    assert {k: metrics["sample_quality"][k] for k in fd_keys} == {k: QUALITY[k] for k in fd_keys}
+
+
+def test_metrics_json_adds_ratios_accuracy_stage2_and_timings(report):
+    _, metrics = report
+    assert metrics["bits_per_code_ratio_to_uniform"] == {"learned": 0.625, "marginal": 0.8125, "uniform": 1.0}
+    assert metrics["sample_quality"]["fd_learned_over_uniform"] == pytest.approx(0.15)
+    assert metrics["sample_quality"]["classifier_val_accuracy"] == 0.84
+    assert metrics["stage2"] == {"steps": 100, "final_train_bits_per_code": 3.0, "final_val_bits_per_code": 2.6,
+                                 "train_seconds": 30.0, "grids_per_s": 400.0, "parameters": 18096, "grid": [7, 7]}
+    assert metrics["bits_per_image"] == {"learned": 2.5 * 49, "marginal": 3.25 * 49, "uniform": 4.0 * 49}
+    assert metrics["stage1"]["train_seconds"] == 12.5 and metrics["stage1"]["codes_used_fraction"] == 0.75
+
+
+def test_index_html_has_every_section_and_inlines_the_run_images(report):
+    run, _ = report
+    page = (run / "report/index.html").read_text()
+    for heading in ("Prior study", "Configuration", "Stage 1: VQ-VAE", "Stage 2:", "Fréchet distance",
+                    "Samples of the three priors", "Temperature sweep", "Class-conditional samples"):
+        assert heading in page
+    for plot in ("stage1_curves.png", "codebook_usage.png", "stage2_curves.png"):
+        assert embedded(page, run / "report" / plot)
+    images = ["stage1/reconstructions.png", "samples/learned.png", "samples/marginal.png", "samples/uniform.png",
+              "samples/temperature_0.5.png", "samples/temperature_1.0.png",
+              "samples/class_0.png", "samples/class_1.png", "samples/class_2.png"]
+    assert all(embedded(page, run / name) for name in images)
+    assert "T-shirt/top" in page and "Pullover" in page  # class names of the configured dataset
+    assert "bits per image" in page and "18,096" in page  # from stage2/summary.json
+    sources = re.findall(r"src='([^']*)'", page)
+    assert len(sources) == 3 + len(images)  # every <img> is a data URI: nothing external to fetch
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "http://" not in page and "https://" not in page
+
+
+def test_missing_optional_inputs_skip_their_parts(tmp_path):
+    run = make_run(tmp_path, temperatures=(0.7,), classes=())
+    (run / "samples/temperature_0.7.png").unlink()
+    (run / "stage2/summary.json").unlink()
+    metrics = write_report(run)
+    page = (run / "report/index.html").read_text()
+    assert "Temperature sweep" not in page and "Class-conditional" not in page and "bits per image" not in page
+    assert "Samples of the three priors" in page
+    assert metrics["bits_per_image"] is None and metrics["stage2"]["steps"] == 100  # from metrics.jsonl
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_a_missing_input_is_a_user_error_naming_the_file_and_the_command(tmp_path, name):
+    run = make_run(tmp_path)
+    (run / name).unlink()
+    with pytest.raises(UserError) as err:
+        write_report(run)
+    assert name in str(err.value) and REQUIRED[name].split(" --")[0] in str(err.value)
+    assert not (run / "report/index.html").exists() and not (run / "report/metrics.json").exists()
+
+
+def test_a_summary_without_a_key_is_a_user_error(tmp_path):
+    run = make_run(tmp_path)
+    (run / "stage1/summary.json").write_text(json.dumps({k: v for k, v in SUMMARY.items() if k != "perplexity"}))
+    with pytest.raises(UserError, match="summary.json lacks perplexity"):
+        write_report(run)
+
+
+def test_stages_with_different_codebook_sizes_are_a_user_error(tmp_path):
+    run = make_run(tmp_path)
+    (run / "stage2/bits_per_code.json").write_text(json.dumps({**BITS, "num_embeddings": 2 * K}))
+    with pytest.raises(UserError, match="out of date"):
+        write_report(run)
