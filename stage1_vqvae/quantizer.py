@@ -65,7 +65,8 @@ class VectorQuantizer(nn.Module):
         init: ``uniform`` = U(-1/K, 1/K); ``random`` = K random encoder outputs of the first
             training batch; ``kmeans`` = k-means on the first training batch.
         dead_code_steps: in training, a code not chosen for this many consecutive steps is
-            re-seeded with a random encoder output of the current batch; 0 disables.
+            re-seeded with an encoder output of the current batch, drawn with probability
+            proportional to its quantisation error; 0 disables.
     """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, commitment_cost: float = 0.25,
@@ -169,7 +170,7 @@ class VectorQuantizer(nn.Module):
             self.unused_steps.add_(1).masked_fill_(counts > 0, 0)
             dead = self.unused_steps >= self.dead_code_steps
             if dead.any():
-                self._reseed(dead, flat)
+                self._reseed(dead, flat, indices)
         return counts
 
     def _refresh_from_ema(self) -> None:
@@ -177,10 +178,20 @@ class VectorQuantizer(nn.Module):
         smoothed = (self.ema_cluster_size + self.epsilon) / (n + self.num_embeddings * self.epsilon) * n
         self.embedding.copy_(self.ema_weight / smoothed.unsqueeze(1))
 
-    def _reseed(self, mask: torch.Tensor, flat: torch.Tensor) -> None:
-        """Move the codes in ``mask`` onto random current encoder outputs (identical on all ranks)."""
-        picks = torch.randint(0, flat.shape[0], (int(mask.sum()),), device=flat.device)
-        new = flat[picks]
+    def _reseed(self, mask: torch.Tensor, flat: torch.Tensor, indices: torch.Tensor) -> None:
+        """Move the codes in ``mask`` onto current encoder outputs that are badly quantised.
+
+        Outputs are drawn without replacement with probability proportional to their squared
+        distance to their code (as in k-means++ seeding), so new codes go where the
+        quantisation error is, rather than splitting an already well-covered dense region
+        such as a plain background. Identical on all ranks (rank 0's choice is broadcast).
+        """
+        error = (flat - self.embedding.detach()[indices].float()).pow(2).sum(1)
+        count = min(int(mask.sum()), int((error > 0).sum()))
+        new = flat[torch.multinomial(error, count, replacement=False)] if count else flat[:0]
+        if count < int(mask.sum()):  # fewer distinct badly-quantised outputs than dead codes: keep the rest
+            mask = mask.clone()
+            mask[mask.nonzero().flatten()[count:]] = False
         if _distributed():
             dist.broadcast(new, src=0)
         self._set_codes(mask, new)

@@ -256,3 +256,20 @@ def test_multi_process_codebooks_stay_identical(tmp_path, decay):
     a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_dead_codes_go_where_the_quantisation_error_is():
+    vq = VectorQuantizer(4, 2, dead_code_steps=1)
+    vq.codebook.data = torch.tensor([[0.0, 0.0], [50.0, 50.0], [60.0, 60.0], [70.0, 70.0]])
+    background = torch.zeros(40, 2)  # exactly on code 0: zero error
+    outliers = torch.tensor([[5.0, -5.0], [-4.0, 6.0]])  # also nearest to code 0, but far from it
+    z = rearrange(torch.cat([background, outliers]), "(b h w) d -> b d h w", b=1, h=6, w=7)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        vq.codebook.data[1:] = torch.tensor([[50.0, 50.0], [60.0, 60.0], [70.0, 70.0]])
+        vq.unused_steps.zero_()
+        vq(z)  # codes 1-3 are dead after one unused step
+        reseeded = vq.codebook.detach()[1:]
+        # only the two outliers have non-zero error, so only they can receive a code; the third stays
+        assert {tuple(r.tolist()) for r in reseeded[:2]} <= {(5.0, -5.0), (-4.0, 6.0)}
+        assert not (reseeded == 0).all(dim=1).any()
