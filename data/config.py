@@ -76,21 +76,22 @@ class Stage1Config:
 
 @dataclass
 class Stage2Config:
-    hidden: int = positive(128)
-    layers: int = positive(12)
-    kernel_size: int = positive(5)
+    # Defaults: the gated PixelCNN sized for ~3 minutes on a 2-core CPU on 9,000 7x7 grids (K=512).
+    hidden: int = positive(64)
+    layers: int = positive(8)  # receptive field: kernel_size // 2 * layers positions up, left and right
+    kernel_size: int = positive(3)  # odd, >= 3
     conditional: bool = False  # class-conditional prior (needs labels)
     dropout: float = between(0.1, 0.0, 0.9)
-    batch_size: int = positive(64)
-    steps: int = positive(2000)
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    batch_size: int = positive(32)
+    steps: int = positive(1000)
+    lr: float = 5e-3
+    weight_decay: float = 0.1  # AdamW, on weight matrices and embeddings only
     lr_schedule: str = choice("cosine", ("cosine", "constant"))
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     grad_clip: float = between(1.0, 0.0, 1e6)  # max global gradient norm; 0 = no clipping
     marginal_smoothing: float = between(1.0, 0.0, 1e6)  # add-alpha smoothing of the marginal prior's code counts
     log_every: int = positive(50)
-    eval_every: int = positive(500)
+    eval_every: int = positive(250)
     checkpoint_every: int = positive(250)
     mixed_precision: str = choice("auto", PRECISIONS)
     compile: bool = False

@@ -1,0 +1,78 @@
+"""How well each prior predicts the held-out codes, in bits per code.
+
+For a prior p and the N val grids of H x W codes,
+
+    bits per code = -1 / (N H W) * sum_{n, i, j} log2 p(z^n_ij | z^n_<ij)
+
+(for the independent priors the condition is empty). It is the cross-entropy of the val
+codes under the prior: log2 K for the uniform prior, the entropy of the training
+frequencies (plus the train/val mismatch) for the marginal one, and lower still for a
+learned prior that uses the context. ``python -m stage2_prior evaluate --run DIR`` writes
+``DIR/stage2/bits_per_code.json`` = {"learned", "marginal", "uniform", "num_embeddings"}.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from data.codes import load_codes
+from data.errors import UserError
+from data.io import write_json
+
+from .baselines import MarginalPrior, UniformPrior
+from .pixelcnn import GatedPixelCNN, load_prior_checkpoint, module_device
+
+
+@torch.no_grad()
+def bits_per_code(prior: nn.Module, codes: torch.Tensor, labels: Optional[torch.Tensor] = None,
+                  batch_size: int = 256) -> float:
+    """Mean negative log2-likelihood of ``codes`` (N, H, W) under ``prior`` (eval mode, float64 sums)."""
+    device = module_device(prior)
+    was_training = prior.training
+    prior.eval()
+    total = 0.0
+    for start in range(0, codes.shape[0], batch_size):
+        x = codes[start:start + batch_size].to(device)
+        y = labels[start:start + batch_size].to(device) if labels is not None else None
+        log_probs = prior(x, y).double().log_softmax(dim=1)
+        total -= log_probs.gather(1, x.unsqueeze(1)).sum().item()
+    prior.train(was_training)
+    return total / (codes.numel() * math.log(2))
+
+
+def evaluate(run_dir: str | os.PathLike) -> dict:
+    """Bits per val code under the learned, marginal and uniform priors; printed and saved as JSON."""
+    run_dir = Path(run_dir)
+    state = load_prior_checkpoint(run_dir / "stage2" / "checkpoint.pt")
+    k = state["num_embeddings"]
+    codes, labels, _ = load_codes(run_dir / "codes" / "val.h5", num_embeddings=k, grid=tuple(state["grid"]),
+                                  stage1_checkpoint_sha256=state["stage1_checkpoint_sha256"])
+    if state["num_classes"] and labels is None:
+        raise UserError(f"the prior is class-conditional but {run_dir / 'codes' / 'val.h5'} has no labels; "
+                        "encode a labelled dataset")
+    device = "cuda" if torch.cuda.is_available() and state["config"]["run"]["device"] != "cpu" else "cpu"
+    learned = GatedPixelCNN.from_state(state).to(device)
+    result = {
+        "learned": bits_per_code(learned, codes, labels if state["num_classes"] else None),
+        "marginal": bits_per_code(MarginalPrior(state["marginal_log_probs"]), codes),
+        "uniform": bits_per_code(UniformPrior(k), codes),
+        "num_embeddings": k,
+    }
+    write_json(run_dir / "stage2" / "bits_per_code.json", result)
+    print(format_table(result, codes.shape[0]))
+    return result
+
+
+def format_table(result: dict, num_grids: int) -> str:
+    uniform = result["uniform"]
+    lines = [f"bits per code on {num_grids} val grids (K={result['num_embeddings']})",
+             f"{'prior':<10}{'bits/code':>10}{'x uniform':>11}"]
+    for name in ("learned", "marginal", "uniform"):
+        lines.append(f"{name:<10}{result[name]:>10.3f}{result[name] / uniform:>11.3f}")
+    return "\n".join(lines)
