@@ -17,7 +17,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Train the prior on DIR/codes/train.h5 (val bits per code on DIR/codes/val.h5). "
                     "The config is DIR/config.yaml, then --config FILE, then --set overrides; "
                     "writes DIR/stage2/{checkpoint.pt,metrics.jsonl,summary.json}.")
-    train_parser.add_argument("--run", required=True, metavar="DIR", help="run directory holding codes/train.h5 and codes/val.h5")
+    train_parser.add_argument("--run", required=True, metavar="DIR",
+                              help="run directory holding codes/train.h5 and codes/val.h5")
     add_config_arguments(train_parser)
     train_parser.add_argument("--resume", action="store_true", help="continue from DIR/stage2/checkpoint.pt")
     evaluate_parser = commands.add_parser(

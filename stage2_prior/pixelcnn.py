@@ -178,7 +178,11 @@ class GatedPixelCNN(nn.Module):
 
 
 def check_labels(labels, num_classes: int, n: int, device) -> Optional[torch.Tensor]:
-    """Labels (n,) int64 on ``device`` for a conditional prior, None for an unconditional one; ValueError if unusable."""
+    """Labels (n,) int64 on ``device`` for a conditional prior, None for an unconditional one.
+
+    Raises ValueError for missing labels, labels given to an unconditional prior, a wrong shape
+    or a class outside [0, num_classes).
+    """
     if not num_classes:
         if labels is not None:
             raise ValueError("labels given, but this prior is unconditional")
