@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from os import PathLike
 
 import torch
+from einops import rearrange
 from torch import nn
 
+from data.errors import UserError
 from data.io import load_checkpoint
 
 from .quantizer import QuantizerOutput, VectorQuantizer
@@ -120,8 +122,8 @@ class VQVAE(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Images in the model range (B, C, H, W) -> code indices (B, h, w) int64."""
         z = self.encoder(x)
-        return self.quantizer.nearest(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])).view(
-            z.shape[0], z.shape[2], z.shape[3])
+        indices = self.quantizer.nearest(rearrange(z, "b d h w -> (b h w) d"))
+        return rearrange(indices, "(b h w) -> b h w", b=z.shape[0], h=z.shape[2], w=z.shape[3])
 
     @torch.no_grad()
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
@@ -134,7 +136,6 @@ class VQVAE(nn.Module):
         state = load_checkpoint(path, "stage-1 checkpoint",
                                 hint="train stage 1 first: python -m stage1_vqvae train --config FILE --run DIR")
         if "model" not in state or "model_config" not in state:
-            from data.errors import UserError
             raise UserError(f"{path} is not a stage-1 checkpoint (no model or model_config)")
         model = cls(**state["model_config"])
         model.load_state_dict(state["model"])

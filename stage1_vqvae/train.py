@@ -57,6 +57,9 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
     step = 0
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, "stage-1 checkpoint")
+        if state.get("model_config") != model.config:
+            raise UserError(f"{ckpt_path} holds a model built with other stage1 settings than this config's; "
+                            "resume with the run's own config.yaml or start a new --run")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]

@@ -112,6 +112,11 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, cli, args, fragment
     _assert_user_error(result, *fragments)
 
 
+def test_resume_with_other_model_settings_is_a_user_error(tiny_run, cli):
+    result = cli("stage1_vqvae", "train", "--run", str(tiny_run), "--resume", "--set", "stage1.hidden=32")
+    _assert_user_error(result, "other stage1 settings")
+
+
 def test_corrupt_checkpoint_is_a_user_error(tiny_run, cli):
     (tiny_run / "stage1" / "checkpoint.pt").write_bytes(b"garbage")
     result = cli("stage1_vqvae", "train", "--run", str(tiny_run), "--resume")
