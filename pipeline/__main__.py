@@ -64,7 +64,7 @@ def command_sample(args) -> None:
     from data.datasets import save_image_grid, to_unit_range
 
     from .pipeline import VQPriorPipeline
-    from .run import _columns
+    from .run import grid_columns
 
     run_dir = Path(args.run)
     if args.out is not None and not args.out.lower().endswith(".png"):
@@ -91,7 +91,7 @@ def command_sample(args) -> None:
     out = pipe(n, args.prior, temperature=temperature, top_k=top_k, labels=args.label, seed=seed, method=args.method)
 
     path = Path(args.out) if args.out else run_dir / "samples" / f"sample_{args.prior}_seed{seed}.png"
-    save_image_grid(out.images, path, nrow=_columns(n))
+    save_image_grid(out.images, path, nrow=grid_columns(n))
     print(f"wrote {path}: {n} samples from the {args.prior} prior (T={temperature}, top-k={top_k}, seed={seed})")
     if args.images_dir:
         from torchvision.utils import save_image

@@ -78,10 +78,11 @@ def _save_samples(pipe: VQPriorPipeline, path: Path, n: int, prior: str, config:
     s = config.sample
     out = pipe(n, prior, temperature=s.temperature if temperature is None else temperature, top_k=s.top_k,
                labels=labels, seed=seed)
-    save_image_grid(out.images, path, nrow=_columns(n))
+    save_image_grid(out.images, path, nrow=grid_columns(n))
 
 
-def _columns(n: int) -> int:
+def grid_columns(n: int) -> int:
+    """Columns of a roughly square sample grid (at most 16)."""
     return max(1, min(16, round(n ** 0.5)))
 
 

@@ -40,9 +40,9 @@ def encode_batches(model: VQVAE, batches: Iterable[tuple[torch.Tensor, Optional[
 def encode_run(run_dir: Path, split: str = "all", force: bool = False, batch_size: int = 1000) -> list[Path]:
     """Write ``run_dir/codes/{split}.h5`` for the requested splits; skip files already up to date."""
     ckpt = run_dir / "stage1" / "checkpoint.pt"
-    config = load_config(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
-    if config is None:
+    if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml); train stage 1 first")
+    config = load_config(run_dir / "config.yaml")
     device = make_accelerator("no", config.run.device).device
     model = VQVAE.from_checkpoint(ckpt, map_location=device)
     sha = sha256_file(ckpt)

@@ -24,6 +24,7 @@ from torch import nn
 from data.codes import load_codes
 from data.errors import UserError
 from data.io import write_json
+from data.training import resolve_device
 
 from .baselines import MarginalPrior, UniformPrior
 from .pixelcnn import GatedPixelCNN, load_prior_checkpoint, module_device
@@ -56,7 +57,7 @@ def evaluate(run_dir: str | os.PathLike) -> dict:
     if state["num_classes"] and labels is None:
         raise UserError(f"the prior is class-conditional but {run_dir / 'codes' / 'val.h5'} has no labels; "
                         "encode a labelled dataset")
-    device = "cuda" if torch.cuda.is_available() and state["config"]["run"]["device"] != "cpu" else "cpu"
+    device = resolve_device(state["config"]["run"]["device"])
     learned = GatedPixelCNN.from_state(state).to(device)
     result = {
         "learned": bits_per_code(learned, codes, labels if state["num_classes"] else None),
