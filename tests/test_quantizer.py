@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from stage1_vqvae import VectorQuantizer
+from stage1_vqvae.quantizer import first_argmin
 
 K, D = 16, 4
 
@@ -31,6 +32,15 @@ def test_indices_are_the_euclidean_argmin():
     out = vq(z)
     assert out.indices.dtype == torch.int64 and out.indices.shape == (3, 5, 6)
     assert torch.equal(out.indices.flatten(), expected)
+
+
+@pytest.mark.parametrize("k", [512, 96, 32, 7])
+def test_blocked_argmin_equals_argmin_including_ties(k):
+    scores = torch.randn(300, k)
+    scores[:50] = 0.0  # every code tied: the first wins
+    scores[50:100, k // 2] = scores[50:100, k - 1] = -9.0  # a tie between two blocks
+    scores[100:150, 1] = scores[100:150, 2] = -9.0  # a tie inside one block
+    assert torch.equal(first_argmin(scores), scores.argmin(1))
 
 
 def test_quantized_value_is_the_looked_up_code():
