@@ -61,7 +61,11 @@ class Stage1Config:
     dead_code_steps: int = between(20, 0, 10**9)  # re-seed codes unused this many steps; 0 = never
     hidden: int = positive(64)
     residual_hidden: int = positive(32)
-    residual_layers: int = between(2, 0, 64)
+    residual_layers: int = between(2, 0, 64)  # residual blocks in the decoder
+    # Residual blocks in the encoder. Each adds 8 pixels (at 2 downsamplings) to what one code
+    # sees; with 0 a code describes only its neighbourhood, so plain background always gets the
+    # same code and the grids are far more predictable for the prior (see README, design notes).
+    encoder_residual_layers: int = between(0, 0, 64)
     downsamples: int = positive(2)  # stride-2 convs: 28x28 -> 7x7 with 2
     batch_size: int = positive(128)
     steps: int = positive(800)

@@ -5,6 +5,10 @@
               (no ReLU after the last one)
     residual block: x + 1x1(ReLU(3x3(ReLU(x)))), the stack ending in a ReLU.
 
+The seed notebook uses 2 residual blocks on each side. ``encoder_residual_layers`` sets the
+encoder's separately: every 3x3 block after 2 downsamplings widens what one code sees by 8
+pixels, and an encoder without blocks gives local codes that a prior predicts far better.
+
 With 2 downsamplings a 28x28 image becomes a 7x7 grid of codes, 32x32 becomes 8x8.
 """
 
@@ -93,15 +97,18 @@ class VQVAE(nn.Module):
     def __init__(self, in_channels: int = 1, hidden: int = 128, residual_hidden: int = 32,
                  residual_layers: int = 2, downsamples: int = 2, num_embeddings: int = 512,
                  embedding_dim: int = 64, commitment_cost: float = 0.25, decay: float = 0.0,
-                 epsilon: float = 1e-5, codebook_init: str = "uniform", dead_code_steps: int = 0):
+                 epsilon: float = 1e-5, codebook_init: str = "uniform", dead_code_steps: int = 0,
+                 encoder_residual_layers: int | None = None):
         super().__init__()
         self.config = dict(in_channels=in_channels, hidden=hidden, residual_hidden=residual_hidden,
-                           residual_layers=residual_layers, downsamples=downsamples,
+                           residual_layers=residual_layers, encoder_residual_layers=encoder_residual_layers,
+                           downsamples=downsamples,
                            num_embeddings=num_embeddings, embedding_dim=embedding_dim,
                            commitment_cost=commitment_cost, decay=decay, epsilon=epsilon,
                            codebook_init=codebook_init, dead_code_steps=dead_code_steps)
         net = (hidden, residual_hidden, residual_layers, downsamples, embedding_dim)
-        self.encoder = Encoder(in_channels, *net)
+        encoder_layers = residual_layers if encoder_residual_layers is None else encoder_residual_layers
+        self.encoder = Encoder(in_channels, hidden, residual_hidden, encoder_layers, downsamples, embedding_dim)
         self.quantizer = VectorQuantizer(num_embeddings, embedding_dim, commitment_cost, decay, epsilon,
                                          init=codebook_init, dead_code_steps=dead_code_steps)
         self.decoder = Decoder(in_channels, *net)

@@ -27,7 +27,8 @@ from .model import VQVAE
 def build_model(config: Config, in_channels: int) -> VQVAE:
     s = config.stage1
     return VQVAE(in_channels=in_channels, hidden=s.hidden, residual_hidden=s.residual_hidden,
-                 residual_layers=s.residual_layers, downsamples=s.downsamples,
+                 residual_layers=s.residual_layers, encoder_residual_layers=s.encoder_residual_layers,
+                 downsamples=s.downsamples,
                  num_embeddings=s.num_embeddings, embedding_dim=s.embedding_dim,
                  commitment_cost=s.commitment_cost, decay=s.decay, epsilon=s.epsilon,
                  codebook_init=s.codebook_init, dead_code_steps=s.dead_code_steps)

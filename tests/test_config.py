@@ -20,8 +20,8 @@ def test_shipped_configs_all_validate():
 
 def test_cifar10_config_has_the_seed_notebook_hyperparameters():
     s = load_config(ROOT / "configs" / "cifar10.yaml").stage1
-    assert (s.hidden, s.residual_hidden, s.residual_layers, s.embedding_dim, s.num_embeddings,
-            s.commitment_cost, s.batch_size, s.decay) == (128, 32, 2, 64, 512, 0.25, 256, 0.0)
+    assert (s.hidden, s.residual_hidden, s.residual_layers, s.encoder_residual_layers, s.embedding_dim,
+            s.num_embeddings, s.commitment_cost, s.batch_size, s.decay) == (128, 32, 2, 2, 64, 512, 0.25, 256, 0.0)
     assert load_config(ROOT / "configs" / "cifar10_ema.yaml").stage1.decay > 0
 
 

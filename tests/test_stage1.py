@@ -44,6 +44,22 @@ def test_from_checkpoint_encodes_and_decodes(tiny_run_template):
     assert images.shape == (4, 1, 28, 28) and images.min() >= -0.5 and images.max() <= 0.5
 
 
+def receptive_field(model: VQVAE) -> int:
+    """Side in pixels of the input region that the encoder output at the grid centre depends on."""
+    x = torch.randn(1, 1, 64, 64, requires_grad=True)
+    model.encoder(x)[0, :, 8, 8].sum().backward()
+    rows = x.grad[0, 0].abs().sum(1).nonzero()
+    return int(rows.max() - rows.min() + 1)
+
+
+@pytest.mark.parametrize("blocks, side", [(0, 18), (1, 26), (2, 34)])
+def test_each_encoder_residual_block_widens_a_code_by_8_pixels(blocks, side):
+    torch.manual_seed(0)
+    model = VQVAE(hidden=16, residual_hidden=8, residual_layers=2, encoder_residual_layers=blocks)
+    assert receptive_field(model) == side
+    assert len(model.decoder.net[1].blocks) == 2  # the decoder keeps residual_layers
+
+
 def test_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch):
     config = load_config(TINY)
     full = train_module.train(config, tmp_path / "full")
