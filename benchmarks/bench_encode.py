@@ -9,13 +9,16 @@ median of the per-round ratios is reported, because a shared VM's speed drifts b
 seconds and a single back-to-back pair of timings is mostly noise.
 
     python benchmarks/bench_encode.py [--checkpoint runs/s1/stage1/checkpoint.pt] [--n 10000]
+    python benchmarks/bench_encode.py --checkpoint none --config configs/cifar10.yaml   # untrained model of a config
+
+Synthetic random pixels cost the encoder and the search exactly what real images cost
+(the work depends only on the shapes), so the ratio holds for real data.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -26,98 +29,102 @@ from pathlib import Path
 
 import torch
 
-from data import to_model_range
+from data import load_config, to_model_range
 from stage1_vqvae import VQVAE
 from stage1_vqvae.encode import encode_batches
+from stage1_vqvae.train import build_model
 
 BATCH = 1000
 
 
-def load_model(checkpoint: str | None) -> VQVAE:
-    if checkpoint and Path(checkpoint).is_file():
-        return VQVAE.from_checkpoint(checkpoint)
-    from data import load_config
-    from stage1_vqvae.train import build_model
+def load_model(a: argparse.Namespace) -> tuple[VQVAE, tuple[int, int, int]]:
+    """The model to time and its image shape (C, H, W): a trained checkpoint, else an untrained model of --config."""
+    if Path(a.checkpoint).is_file():
+        model = VQVAE.from_checkpoint(a.checkpoint)
+    else:
+        torch.manual_seed(0)
+        model = build_model(load_config(a.config), a.channels).eval()
+    return model, (model.config["in_channels"], a.image_size, a.image_size)
 
-    torch.manual_seed(0)
-    return build_model(load_config(None), 1).eval()
 
-
-def batches(n: int):
+def batches(n: int, shape: tuple[int, int, int]):
     gen = torch.Generator().manual_seed(0)
     for start in range(0, n, BATCH):
         size = min(BATCH, n - start)
-        yield torch.randint(0, 256, (size, 1, 28, 28), dtype=torch.uint8, generator=gen), torch.zeros(size, dtype=torch.int64)
+        yield torch.randint(0, 256, (size, *shape), dtype=torch.uint8, generator=gen), torch.zeros(size, dtype=torch.int64)
 
 
-def encode_to(model: VQVAE, n: int, path: Path) -> None:
-    encode_batches(model, batches(n), path, grid=(7, 7), dataset="synthetic", split="train",
-                   checkpoint_sha256="0" * 64, has_labels=True, device=torch.device("cpu"))
+def encode_to(model: VQVAE, n: int, shape: tuple[int, int, int], path: Path) -> None:
+    encode_batches(model, batches(n, shape), path, grid=model.grid_size(shape[1:]), dataset="synthetic",
+                   split="train", checkpoint_sha256="0" * 64, has_labels=True, device=torch.device("cpu"))
 
 
-def bare_forward(model: VQVAE, n: int) -> None:
+def bare_forward(model: VQVAE, n: int, shape: tuple[int, int, int]) -> None:
     with torch.no_grad():
-        for images, _ in batches(n):
+        for images, _ in batches(n, shape):
             model.encoder(to_model_range(images))
 
 
-def child(mode: str, n: int, checkpoint: str | None) -> dict:
-    """One pass in a fresh process: seconds, file size, and the process's peak resident memory."""
-    model = load_model(checkpoint)
+def child(a: argparse.Namespace) -> dict:
+    """One encode in a fresh process: file size and the process's peak resident memory."""
+    model, shape = load_model(a)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "codes.h5"
-        t = time.perf_counter()
-        bare_forward(model, n) if mode == "bare" else encode_to(model, n, path)
-        seconds = time.perf_counter() - t
-        size = path.stat().st_size if path.exists() else 0
+        encode_to(model, a.n, shape, path)
+        size = path.stat().st_size
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"mode": mode, "n": n, "seconds": seconds, "bytes": size, "peak_mib": peak / 1024}
+    return {"n": a.n, "bytes": size, "peak_mib": peak / 1024}
 
 
-def run_child(mode: str, n: int, checkpoint: str | None) -> dict:
-    args = [sys.executable, __file__, "--child", mode, "--n", str(n)] + (["--checkpoint", checkpoint] if checkpoint else [])
+def run_child(a: argparse.Namespace, n: int) -> dict:
+    args = [sys.executable, __file__, "--child", "--n", str(n), "--checkpoint", a.checkpoint, "--config", a.config,
+            "--image-size", str(a.image_size), "--channels", str(a.channels)]
     out = subprocess.run(args, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def timed_rounds(model: VQVAE, n: int, rounds: int) -> list[tuple[float, float]]:
+def timed_rounds(model: VQVAE, shape: tuple[int, int, int], n: int, rounds: int) -> list[tuple[float, float]]:
     """(bare seconds, encode seconds) per round, after one warm-up of each."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "codes.h5"
-        bare_forward(model, BATCH), encode_to(model, BATCH, path)
+        bare_forward(model, BATCH, shape), encode_to(model, BATCH, shape, path)
         out = []
         for _ in range(rounds):
             t0 = time.perf_counter()
-            bare_forward(model, n)
+            bare_forward(model, n, shape)
             t1 = time.perf_counter()
-            encode_to(model, n, path)
+            encode_to(model, n, shape, path)
             out.append((t1 - t0, time.perf_counter() - t1))
         return out
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--checkpoint", default="runs/s1/stage1/checkpoint.pt")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="runs/s1/stage1/checkpoint.pt", help="'none' = untrained model of --config")
+    p.add_argument("--config", default="configs/default.yaml")
+    p.add_argument("--image-size", type=int, default=28)
+    p.add_argument("--channels", type=int, default=1)
     p.add_argument("--n", type=int, default=10000)
     p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--child", choices=("bare", "encode"))
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
-        print(json.dumps(child(a.child, a.n, a.checkpoint)))
+        print(json.dumps(child(a)))
         return
-    rounds = timed_rounds(load_model(a.checkpoint), a.n, a.rounds)
+    model, shape = load_model(a)
+    rounds = timed_rounds(model, shape, a.n, a.rounds)
     ratios = sorted(bare / enc for bare, enc in rounds)
-    bare_rate = statistics.median(a.n / bare for bare, _ in rounds)
-    enc_rate = statistics.median(a.n / enc for _, enc in rounds)
-    enc = run_child("encode", a.n, a.checkpoint)
-    enc6 = run_child("encode", 6 * a.n, a.checkpoint)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, checkpoint "
-          f"{a.checkpoint if os.path.isfile(a.checkpoint) else '(untrained default model)'}")
-    print(f"bare encoder forward: {bare_rate:.0f} images/s (median of {a.rounds} rounds of {a.n})")
-    print(f"encode to HDF5:       {enc_rate:.0f} images/s")
+    codes_per_image = model.grid_size(shape[1:])[0] * model.grid_size(shape[1:])[1]
+    enc, enc6 = run_child(a, a.n), run_child(a, 6 * a.n)
+    source = a.checkpoint if Path(a.checkpoint).is_file() else f"untrained model of {a.config}"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {source}, images {shape}")
+    print(f"bare encoder forward: {statistics.median(a.n / b for b, _ in rounds):.0f} images/s "
+          f"(median of {a.rounds} rounds of {a.n})")
+    print(f"encode to HDF5:       {statistics.median(a.n / e for _, e in rounds):.0f} images/s")
     print(f"encode / bare, per round: median {statistics.median(ratios):.2f}x "
           f"(min {ratios[0]:.2f}, max {ratios[-1]:.2f})")
-    print(f"bytes on disk per code: {enc['bytes'] / (a.n * 49):.3f} (N={a.n}), {enc6['bytes'] / (6 * a.n * 49):.3f} (N={6 * a.n})")
+    print(f"bytes on disk per code: {enc['bytes'] / (a.n * codes_per_image):.3f} (N={a.n}), "
+          f"{enc6['bytes'] / (6 * a.n * codes_per_image):.3f} (N={6 * a.n})")
     print(f"peak resident memory of the whole process: {enc['peak_mib']:.0f} MiB at N={a.n}, "
           f"{enc6['peak_mib']:.0f} MiB at N={6 * a.n}")
 
