@@ -393,6 +393,7 @@ def config_tables(cfg: Config) -> str:
                              ("commitment cost", s1.commitment_cost),
                              ("codebook update", f"EMA, decay {s1.decay:g}" if s1.decay > 0 else "loss"),
                              ("downsamples", s1.downsamples), ("hidden", s1.hidden),
+                             ("residual blocks enc / dec", f"{s1.encoder_residual_layers} / {s1.residual_layers}"),
                              ("steps × batch", f"{s1.steps} × {s1.batch_size}"), ("learning rate", f"{s1.lr:g}")],
         "Stage 2 (PixelCNN)": [("layers × hidden", f"{s2.layers} × {s2.hidden}"), ("kernel", s2.kernel_size),
                                ("conditional", "yes" if s2.conditional else "no"), ("dropout", s2.dropout),
