@@ -80,14 +80,14 @@ class Stage1Config:
 
 @dataclass
 class Stage2Config:
-    # Defaults: the gated PixelCNN sized for ~3 minutes on a 2-core CPU on 9,000 7x7 grids (K=512).
+    # Defaults: the gated PixelCNN sized for ~4 minutes on a 2-core CPU on 9,000 7x7 grids (K=512).
     hidden: int = positive(64)
     layers: int = positive(8)  # receptive field: kernel_size // 2 * layers positions up, left and right
     kernel_size: int = positive(3)  # odd, >= 3
     conditional: bool = False  # class-conditional prior (needs labels)
     dropout: float = between(0.1, 0.0, 0.9)
     batch_size: int = positive(32)
-    steps: int = positive(1000)
+    steps: int = positive(1500)
     lr: float = 5e-3
     weight_decay: float = 0.1  # AdamW, on weight matrices and embeddings only
     lr_schedule: str = choice("cosine", ("cosine", "constant"))
