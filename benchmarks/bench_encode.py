@@ -87,7 +87,8 @@ def timed_rounds(model: VQVAE, shape: tuple[int, int, int], n: int, rounds: int)
     """(bare seconds, encode seconds) per round, after one warm-up of each."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "codes.h5"
-        bare_forward(model, BATCH, shape), encode_to(model, BATCH, shape, path)
+        bare_forward(model, BATCH, shape)  # warm-up: first calls pay for oneDNN kernel selection
+        encode_to(model, BATCH, shape, path)
         out = []
         for _ in range(rounds):
             t0 = time.perf_counter()

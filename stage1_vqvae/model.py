@@ -98,7 +98,7 @@ class VQVAE(nn.Module):
                  residual_layers: int = 2, downsamples: int = 2, num_embeddings: int = 512,
                  embedding_dim: int = 64, commitment_cost: float = 0.25, decay: float = 0.0,
                  epsilon: float = 1e-5, codebook_init: str = "uniform", dead_code_steps: int = 0,
-                 encoder_residual_layers: int | None = None):
+                 encoder_residual_layers: int = 2):
         super().__init__()
         self.config = dict(in_channels=in_channels, hidden=hidden, residual_hidden=residual_hidden,
                            residual_layers=residual_layers, encoder_residual_layers=encoder_residual_layers,
@@ -106,12 +106,11 @@ class VQVAE(nn.Module):
                            num_embeddings=num_embeddings, embedding_dim=embedding_dim,
                            commitment_cost=commitment_cost, decay=decay, epsilon=epsilon,
                            codebook_init=codebook_init, dead_code_steps=dead_code_steps)
-        net = (hidden, residual_hidden, residual_layers, downsamples, embedding_dim)
-        encoder_layers = residual_layers if encoder_residual_layers is None else encoder_residual_layers
-        self.encoder = Encoder(in_channels, hidden, residual_hidden, encoder_layers, downsamples, embedding_dim)
+        self.encoder = Encoder(in_channels, hidden, residual_hidden, encoder_residual_layers, downsamples,
+                               embedding_dim)
         self.quantizer = VectorQuantizer(num_embeddings, embedding_dim, commitment_cost, decay, epsilon,
                                          init=codebook_init, dead_code_steps=dead_code_steps)
-        self.decoder = Decoder(in_channels, *net)
+        self.decoder = Decoder(in_channels, hidden, residual_hidden, residual_layers, downsamples, embedding_dim)
         self.downsample_factor = 2 ** downsamples
 
     @property

@@ -49,8 +49,7 @@ def first_argmin(scores: torch.Tensor) -> torch.Tensor:
     argmin only over that block's 32 values: the first block with the minimum, then its first
     position, is the first index of the minimum.
     """
-    k = scores.shape[1]
-    if k % ARGMIN_BLOCK or k == ARGMIN_BLOCK:
+    if scores.shape[1] % ARGMIN_BLOCK:
         return scores.argmin(1)
     blocks = rearrange(scores, "n (b k) -> n b k", k=ARGMIN_BLOCK)
     best = blocks.amin(2).argmin(1)

@@ -1,6 +1,6 @@
 """Stage 2: a gated PixelCNN prior over the VQ-VAE's code grids, and the priors it is compared with.
 
-    prior = GatedPixelCNN(num_embeddings, hidden=64, layers=8, kernel_size=5)
+    prior = GatedPixelCNN(num_embeddings, hidden=64, layers=8, kernel_size=3)
     prior(codes, labels=None)                    # codes (B, H, W) int64 -> logits (B, K, H, W)
     sample(prior, n, (H, W), temperature=1.0, top_k=None, labels=None, generator=None, method="cached")
     bits_per_code(prior, codes)                  # mean -log2 p per code

@@ -27,7 +27,7 @@ from data.io import write_json
 from data.training import resolve_device
 
 from .baselines import MarginalPrior, UniformPrior
-from .pixelcnn import GatedPixelCNN, load_prior_checkpoint, module_device
+from .pixelcnn import GatedPixelCNN, eval_mode, load_prior_checkpoint, module_device
 
 
 @torch.no_grad()
@@ -35,15 +35,13 @@ def bits_per_code(prior: nn.Module, codes: torch.Tensor, labels: Optional[torch.
                   batch_size: int = 256) -> float:
     """Mean negative log2-likelihood of ``codes`` (N, H, W) under ``prior`` (eval mode, float64 sums)."""
     device = module_device(prior)
-    was_training = prior.training
-    prior.eval()
     total = 0.0
-    for start in range(0, codes.shape[0], batch_size):
-        x = codes[start:start + batch_size].to(device)
-        y = labels[start:start + batch_size].to(device) if labels is not None else None
-        log_probs = prior(x, y).double().log_softmax(dim=1)
-        total -= log_probs.gather(1, x.unsqueeze(1)).sum().item()
-    prior.train(was_training)
+    with eval_mode(prior):
+        for start in range(0, codes.shape[0], batch_size):
+            x = codes[start:start + batch_size].to(device)
+            y = labels[start:start + batch_size].to(device) if labels is not None else None
+            log_probs = prior(x, y).double().log_softmax(dim=1)
+            total -= log_probs.gather(1, x.unsqueeze(1)).sum().item()
     return total / (codes.numel() * math.log(2))
 
 

@@ -28,7 +28,8 @@ sum to logits over the K codes.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -200,6 +201,17 @@ def check_labels(labels, num_classes: int, n: int, device) -> Optional[torch.Ten
 def module_device(module: nn.Module) -> torch.device:
     """The device of a module's first parameter (or buffer, for the parameter-free priors)."""
     return next(iter([*module.parameters(), *module.buffers()])).device
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Run a block with ``module`` in eval mode (dropout off), then restore its former mode."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def load_prior_checkpoint(path: str | os.PathLike) -> dict:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
-from .pixelcnn import GatedPixelCNN, check_labels, dense, module_device
+from .pixelcnn import GatedPixelCNN, check_labels, dense, eval_mode, module_device
 
 METHODS = ("cached", "naive")
 
@@ -59,14 +59,10 @@ def sample(prior: nn.Module, n: int, grid: tuple[int, int], temperature: float =
     def pick(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return inverse_cdf(logits, u, temperature, top_k)
 
-    was_training = prior.training
-    prior.eval()
-    try:
+    with eval_mode(prior):
         if method == "cached" and isinstance(prior, GatedPixelCNN):
             return _sample_cached(prior, uniforms, labels, pick)
         return _sample_naive(prior, uniforms, labels, pick)  # independent priors: nothing to cache
-    finally:
-        prior.train(was_training)
 
 
 def inverse_cdf(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0,
