@@ -4,9 +4,10 @@ Images are synthetic uint8 batches made on the fly (a generator), so the only me
 grow with N is the encoder's and the writer's; each memory measurement runs in a fresh subprocess
 and reports its peak resident memory (ru_maxrss).
 
-Throughput: both paths are warmed up, then timed in alternating rounds in one process and the
-median of the per-round ratios is reported, because a shared VM's speed drifts by +-30% over
-seconds and a single back-to-back pair of timings is mostly noise.
+Throughput: the bare encoder (as ``for_inference`` lays it out, channels-last), the same encoder
+in the default contiguous layout, and the full encode are warmed up, then timed in alternating
+rounds in one process and the medians of the per-round ratios are reported, because a shared VM's
+speed drifts by +-30% over seconds and a single back-to-back pair of timings is mostly noise.
 
     python benchmarks/bench_encode.py [--checkpoint runs/s1/stage1/checkpoint.pt] [--n 10000]
     python benchmarks/bench_encode.py --checkpoint none --config configs/cifar10.yaml   # untrained model of a config
@@ -18,6 +19,7 @@ Synthetic random pixels cost the encoder and the search exactly what real images
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import statistics
@@ -43,7 +45,7 @@ def load_model(a: argparse.Namespace) -> tuple[VQVAE, tuple[int, int, int]]:
         model = VQVAE.from_checkpoint(a.checkpoint)
     else:
         torch.manual_seed(0)
-        model = build_model(load_config(a.config), a.channels).eval()
+        model = build_model(load_config(a.config), a.channels).for_inference()
     return model, (model.config["in_channels"], a.image_size, a.image_size)
 
 
@@ -83,19 +85,26 @@ def run_child(a: argparse.Namespace, n: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def timed_rounds(model: VQVAE, shape: tuple[int, int, int], n: int, rounds: int) -> list[tuple[float, float]]:
-    """(bare seconds, encode seconds) per round, after one warm-up of each."""
+def timed_rounds(model: VQVAE, shape: tuple[int, int, int], n: int, rounds: int) -> list[dict[str, float]]:
+    """Seconds per round for: the bare encoder as loaded (channels-last), the same encoder in the
+    default contiguous layout, and the full encode to HDF5; after one warm-up of each."""
+    plain = copy.deepcopy(model)
+    plain.encoder.to(memory_format=torch.contiguous_format)
+    paths = {"bare": lambda p: bare_forward(model, n, shape), "bare_nchw": lambda p: bare_forward(plain, n, shape),
+             "encode": lambda p: encode_to(model, n, shape, p)}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "codes.h5"
         bare_forward(model, BATCH, shape)  # warm-up: first calls pay for oneDNN kernel selection
+        bare_forward(plain, BATCH, shape)
         encode_to(model, BATCH, shape, path)
         out = []
         for _ in range(rounds):
-            t0 = time.perf_counter()
-            bare_forward(model, n, shape)
-            t1 = time.perf_counter()
-            encode_to(model, n, shape, path)
-            out.append((t1 - t0, time.perf_counter() - t1))
+            times = {}
+            for name, fn in paths.items():
+                t0 = time.perf_counter()
+                fn(path)
+                times[name] = time.perf_counter() - t0
+            out.append(times)
         return out
 
 
@@ -114,16 +123,18 @@ def main():
         return
     model, shape = load_model(a)
     rounds = timed_rounds(model, shape, a.n, a.rounds)
-    ratios = sorted(bare / enc for bare, enc in rounds)
+    ratios = sorted(r["bare"] / r["encode"] for r in rounds)
     codes_per_image = model.grid_size(shape[1:])[0] * model.grid_size(shape[1:])[1]
     enc, enc6 = run_child(a, a.n), run_child(a, 6 * a.n)
     source = a.checkpoint if Path(a.checkpoint).is_file() else f"untrained model of {a.config}"
+    rate = {name: statistics.median(a.n / r[name] for r in rounds) for name in rounds[0]}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {source}, images {shape}")
-    print(f"bare encoder forward: {statistics.median(a.n / b for b, _ in rounds):.0f} images/s "
-          f"(median of {a.rounds} rounds of {a.n})")
-    print(f"encode to HDF5:       {statistics.median(a.n / e for _, e in rounds):.0f} images/s")
+    print(f"bare encoder forward: {rate['bare']:.0f} images/s channels-last (as loaded), "
+          f"{rate['bare_nchw']:.0f} images/s contiguous (median of {a.rounds} rounds of {a.n})")
+    print(f"encode to HDF5:       {rate['encode']:.0f} images/s")
     print(f"encode / bare, per round: median {statistics.median(ratios):.2f}x "
-          f"(min {ratios[0]:.2f}, max {ratios[-1]:.2f})")
+          f"(min {ratios[0]:.2f}, max {ratios[-1]:.2f}); channels-last / contiguous encoder: "
+          f"{statistics.median(r['bare_nchw'] / r['bare'] for r in rounds):.2f}x")
     print(f"bytes on disk per code: {enc['bytes'] / (a.n * codes_per_image):.3f} (N={a.n}), "
           f"{enc6['bytes'] / (6 * a.n * codes_per_image):.3f} (N={6 * a.n})")
     print(f"peak resident memory of the whole process: {enc['peak_mib']:.0f} MiB at N={a.n}, "

@@ -145,4 +145,13 @@ class VQVAE(nn.Module):
             raise UserError(f"{path} is not a stage-1 checkpoint (no model or model_config)")
         model = cls(**state["model_config"])
         model.load_state_dict(state["model"])
-        return model.to(map_location).eval()
+        return model.to(map_location).for_inference()
+
+    def for_inference(self) -> "VQVAE":
+        """Eval mode, with the encoder's weights in channels-last layout.
+
+        Channels-last runs the encoder 1.3-1.4x faster on CPU (oneDNN; benchmarks/RESULTS.md);
+        training and the decoder gain nothing from it, so they keep the default layout.
+        """
+        self.encoder.to(memory_format=torch.channels_last)
+        return self.eval()

@@ -37,11 +37,25 @@ def test_train_writes_every_artifact(tiny_run_template):
 def test_from_checkpoint_encodes_and_decodes(tiny_run_template):
     model = VQVAE.from_checkpoint(tiny_run_template / "stage1" / "checkpoint.pt")
     assert not model.training
+    assert model.encoder.net[2].weight.is_contiguous(memory_format=torch.channels_last)  # for_inference
     x = torch.rand(4, 1, 28, 28) - 0.5
     codes = model.encode(x)
     assert codes.shape == (4, 7, 7) and codes.dtype == torch.int64 and int(codes.max()) < 32
     images = model.decode(codes)
     assert images.shape == (4, 1, 28, 28) and images.min() >= -0.5 and images.max() <= 0.5
+
+
+def test_for_inference_lays_the_encoder_out_channels_last_and_keeps_its_codes():
+    torch.manual_seed(0)
+    model = VQVAE(hidden=16, residual_hidden=8, num_embeddings=32, embedding_dim=8).eval()
+    x = torch.rand(8, 1, 28, 28) - 0.5
+    with torch.no_grad():
+        z, codes = model.encoder(x), model.encode(x)
+    assert model.for_inference() is model and not model.training
+    assert model.encoder.net[2].weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encoder(x), z)
+    assert torch.equal(model.encode(x), codes)
 
 
 def receptive_field(model: VQVAE) -> int:
