@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import resource
 import statistics
 import subprocess
@@ -90,19 +91,19 @@ def timed_rounds(model: VQVAE, shape: tuple[int, int, int], n: int, rounds: int)
     default contiguous layout, and the full encode to HDF5; after one warm-up of each."""
     plain = copy.deepcopy(model)
     plain.encoder.to(memory_format=torch.contiguous_format)
-    paths = {"bare": lambda p: bare_forward(model, n, shape), "bare_nchw": lambda p: bare_forward(plain, n, shape),
-             "encode": lambda p: encode_to(model, n, shape, p)}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "codes.h5"
-        bare_forward(model, BATCH, shape)  # warm-up: first calls pay for oneDNN kernel selection
-        bare_forward(plain, BATCH, shape)
-        encode_to(model, BATCH, shape, path)
+        paths = {"bare": lambda size: bare_forward(model, size, shape),
+                 "bare_nchw": lambda size: bare_forward(plain, size, shape),
+                 "encode": lambda size: encode_to(model, size, shape, path)}
+        for run in paths.values():
+            run(BATCH)  # warm-up: first calls pay for oneDNN kernel selection
         out = []
         for _ in range(rounds):
             times = {}
-            for name, fn in paths.items():
+            for name, run in paths.items():
                 t0 = time.perf_counter()
-                fn(path)
+                run(n)
                 times[name] = time.perf_counter() - t0
             out.append(times)
         return out
@@ -124,7 +125,7 @@ def main():
     model, shape = load_model(a)
     rounds = timed_rounds(model, shape, a.n, a.rounds)
     ratios = sorted(r["bare"] / r["encode"] for r in rounds)
-    codes_per_image = model.grid_size(shape[1:])[0] * model.grid_size(shape[1:])[1]
+    codes_per_image = math.prod(model.grid_size(shape[1:]))
     enc, enc6 = run_child(a, a.n), run_child(a, 6 * a.n)
     source = a.checkpoint if Path(a.checkpoint).is_file() else f"untrained model of {a.config}"
     rate = {name: statistics.median(a.n / r[name] for r in rounds) for name in rounds[0]}

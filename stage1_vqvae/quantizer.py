@@ -47,9 +47,10 @@ def first_argmin(scores: torch.Tensor) -> torch.Tensor:
     PyTorch's argmin tracks an index per element and does not vectorise; ``amin`` does. So take
     the minimum of each block of 32 codes, pick the first block holding the row minimum, and run
     argmin only over that block's 32 values: the first block with the minimum, then its first
-    position, is the first index of the minimum.
+    position, is the first index of the minimum. On accelerators ``argmin`` is already a single
+    fast kernel, so only CPU tensors take the two-level path.
     """
-    if scores.shape[1] % ARGMIN_BLOCK:
+    if scores.device.type != "cpu" or scores.shape[1] % ARGMIN_BLOCK:
         return scores.argmin(1)
     blocks = rearrange(scores, "n (b k) -> n b k", k=ARGMIN_BLOCK)
     best = blocks.amin(2).argmin(1)
