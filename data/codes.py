@@ -112,13 +112,14 @@ class CodeWriter:
         self.close() if exc_type is None else self.abort()
 
 
-def read_code_info(path: str | os.PathLike, *, num_embeddings: Optional[int] = None,
+def read_code_info(path: str | os.PathLike, *, split: Optional[str] = None, num_embeddings: Optional[int] = None,
                    grid: Optional[tuple[int, int]] = None,
                    stage1_checkpoint_sha256: Optional[str] = None,
                    stage1_checkpoint: Optional[str | os.PathLike] = None) -> CodeInfo:
-    """Open and validate a code file's schema; optionally check it against expected K, grid, checkpoint.
+    """Open and validate a code file's schema; optionally check it against expected split, K, grid, checkpoint.
 
     ``stage1_checkpoint`` (a path) is the same check as ``stage1_checkpoint_sha256`` of that file.
+    A file without grids is an error: nothing can be trained or evaluated on it.
     """
     path = Path(path)
     if stage1_checkpoint is not None:
@@ -133,6 +134,11 @@ def read_code_info(path: str | os.PathLike, *, num_embeddings: Optional[int] = N
     except Exception as exc:  # h5py raises OSError/KeyError variants for truncated files
         raise UserError(f"code file {path} is corrupt or truncated ({type(exc).__name__}); "
                         "delete it and encode again") from None
+    if info.num_codes == 0:
+        raise UserError(f"{path} holds no code grids; encode a non-empty split with `python -m stage1_vqvae encode`")
+    if split is not None and info.split != split:
+        raise UserError(f"{path} holds the '{info.split}' split, not '{split}'; "
+                        "encode it again with `python -m stage1_vqvae encode --force`")
     if num_embeddings is not None and info.num_embeddings != num_embeddings:
         raise UserError(f"{path} holds codes of K={info.num_embeddings} but the model uses K={num_embeddings}; "
                         "encode with the matching stage-1 checkpoint or fix num_embeddings")
@@ -189,6 +195,8 @@ def load_codes(path: str | os.PathLike, **expect) -> tuple[torch.Tensor, Optiona
                         "delete it and encode again") from None
     if codes.numel() and int(codes.max()) >= info.num_embeddings:
         raise UserError(f"{info.path} holds code {int(codes.max())} >= K={info.num_embeddings}; the file is corrupt")
+    if labels is not None and labels.numel() and int(labels.min()) < 0:
+        raise UserError(f"{info.path} holds a negative label ({int(labels.min())}); the file is corrupt, encode again")
     return codes, labels, info
 
 

@@ -2,18 +2,27 @@
 
 A config is plain data. ``load_config`` reads a YAML file, applies ``--set`` overrides and
 checks every key and type against the dataclasses below; an unknown key or a bad value is a
-``UserError`` naming the key and suggesting the closest valid one. Every stage reads the
-same resolved config, which is saved as ``DIR/config.yaml`` in the run directory.
+``UserError`` naming the key and suggesting the closest valid one.
+
+The models' own settings are dataclasses too, as nanoGPT has ``GPT(GPTConfig)``:
+``VQVAEConfig`` builds ``stage1_vqvae.VQVAE`` and ``PixelCNNConfig`` builds
+``stage2_prior.GatedPixelCNN``. The stage sections extend them with their training settings,
+so the YAML keys stay flat (``stage1.num_embeddings``, ``stage1.steps``), each default is
+written once, and checkpoints store ``asdict`` of the model config. ``configs/default.yaml``
+states exactly these defaults (a test checks it). How a run directory's config is resolved
+on resume lives in ``data.rundir``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,6 +33,7 @@ from .io import write_text
 
 DATASETS = ("fashion_mnist_embedded", "fashion_mnist", "mnist", "cifar10", "image_folder")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
+MAX_SEED = 2**32 - 1  # derived seeds (seed * 1_000_003 + epoch, ...) stay far inside torch's 64-bit range
 
 
 def choice(default, options):
@@ -40,19 +50,25 @@ def between(default, lo, hi):
     return field(default=default, metadata={"min": lo, "max": hi})
 
 
+def above(default, lo):
+    """A number strictly greater than ``lo`` (learning rates: finite and > 0)."""
+    return field(default=default, metadata={"above": lo})
+
+
 @dataclass
 class DataConfig:
     dataset: str = choice("fashion_mnist_embedded", DATASETS)
     root: str = "datasets"  # torchvision download folder, or the image folder itself
     download: bool = True  # torchvision datasets: fetch when missing (needs internet)
-    image_size: Optional[int] = None  # None = the dataset's native size (image_folder: 32)
+    image_size: Optional[int] = between(None, 8, 4096)  # None = the dataset's native size (image_folder: 32)
     channels: Optional[int] = choice(None, (None, 1, 3))  # None = native; 1 = grayscale, 3 = RGB
     val_fraction: float = between(0.1, 0.01, 0.9)  # held-out share for datasets without an official split
 
 
 @dataclass
-class Stage1Config:
-    num_embeddings: int = positive(512)  # K
+class VQVAEConfig:
+    """The VQ-VAE's architecture and quantiser (``stage1_vqvae.VQVAE(config, in_channels)``)."""
+    num_embeddings: int = between(512, 2, 2**20)  # K
     embedding_dim: int = positive(64)  # D
     commitment_cost: float = between(0.25, 0.0, 100.0)  # beta
     decay: float = between(0.99, 0.0, 0.9999)  # 0 = codebook learned through its loss; > 0 = EMA updates
@@ -66,10 +82,14 @@ class Stage1Config:
     # sees; with 0 a code describes only its neighbourhood, so plain background always gets the
     # same code and the grids are far more predictable for the prior (see README, design notes).
     encoder_residual_layers: int = between(0, 0, 64)
-    downsamples: int = positive(2)  # stride-2 convs: 28x28 -> 7x7 with 2
+    downsamples: int = between(2, 1, 8)  # stride-2 convs: 28x28 -> 7x7 with 2
+
+
+@dataclass
+class Stage1Config(VQVAEConfig):
     batch_size: int = positive(128)
     steps: int = positive(800)
-    lr: float = 1e-3
+    lr: float = above(1e-3, 0.0)
     log_every: int = positive(50)
     eval_every: int = positive(500)
     checkpoint_every: int = positive(250)
@@ -77,21 +97,29 @@ class Stage1Config:
     compile: bool = False
     channels_last: bool = False
 
+    def model_config(self) -> VQVAEConfig:
+        return model_part(VQVAEConfig, self)
+
 
 @dataclass
-class Stage2Config:
-    # Defaults: the gated PixelCNN sized for ~4 minutes on a 2-core CPU on 9,000 7x7 grids (K=512).
+class PixelCNNConfig:
+    """The gated PixelCNN's architecture (``stage2_prior.GatedPixelCNN(num_embeddings, config, num_classes)``)."""
     hidden: int = positive(64)
     layers: int = positive(8)  # receptive field: kernel_size // 2 * layers positions up, left and right
-    kernel_size: int = positive(3)  # odd, >= 3
-    conditional: bool = False  # class-conditional prior (needs labels)
+    kernel_size: int = field(default=3, metadata={"min": 3, "odd": True})
     dropout: float = between(0.1, 0.0, 0.9)
+
+
+@dataclass
+class Stage2Config(PixelCNNConfig):
+    # Defaults: the gated PixelCNN sized for ~4 minutes on a 2-core CPU on 9,000 7x7 grids (K=512).
+    conditional: bool = False  # class-conditional prior (needs labels)
     batch_size: int = positive(32)
     steps: int = positive(1500)
-    lr: float = 5e-3
-    weight_decay: float = 0.1  # AdamW, on weight matrices and embeddings only
+    lr: float = above(5e-3, 0.0)
+    weight_decay: float = between(0.1, 0.0, 1e3)  # AdamW, on weight matrices and embeddings only
     lr_schedule: str = choice("cosine", ("cosine", "constant"))
-    warmup_steps: int = 50
+    warmup_steps: int = between(50, 0, 10**9)
     grad_clip: float = between(1.0, 0.0, 1e6)  # max global gradient norm; 0 = no clipping
     marginal_smoothing: float = between(1.0, 0.0, 1e6)  # add-alpha smoothing of the marginal prior's code counts
     log_every: int = positive(50)
@@ -100,20 +128,25 @@ class Stage2Config:
     mixed_precision: str = choice("auto", PRECISIONS)
     compile: bool = False
 
+    def model_config(self) -> PixelCNNConfig:
+        return model_part(PixelCNNConfig, self)
+
 
 @dataclass
 class SampleConfig:
     n: int = positive(64)
     temperature: float = between(1.0, 1e-3, 100.0)
-    top_k: Optional[int] = None
-    temperatures: list = field(default_factory=lambda: [0.7, 0.85, 1.0, 1.15])  # report sweep
-    fd_samples: int = positive(1000)  # generated images per prior for the Frechet distance
+    top_k: Optional[int] = positive(None)  # sample among the k most likely codes only
+    top_p: Optional[float] = field(default=None, metadata={"above": 0.0, "max": 1.0})  # nucleus sampling
+    temperatures: list[float] = field(default_factory=lambda: [0.7, 0.85, 1.0, 1.15],  # report sweep
+                                      metadata={"min": 1e-3, "max": 100.0})
+    fd_samples: int = between(1000, 2, 10**7)  # generated images per prior for the Frechet distance
     classifier_steps: int = positive(600)  # training steps of the feature classifier
 
 
 @dataclass
 class RunConfig:
-    seed: int = 0
+    seed: int = between(0, 0, MAX_SEED)
     dir: Optional[str] = None  # None = a fresh folder under runs/
     device: str = choice("auto", ("auto", "cpu", "cuda"))
 
@@ -130,9 +163,43 @@ class Config:
         return dataclasses.asdict(self)
 
 
+def model_part(cls, settings):
+    """The ``cls`` fields of a stage section (which extends ``cls``), as a ``cls`` instance."""
+    return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
+
+
+def model_from_dict(cls, raw: dict, what: str):
+    """Rebuild a model config saved with ``asdict`` (a checkpoint's), validated like the YAML."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{what} holds no model configuration")
+    return _build(cls, raw, prefix=f"{what}: ")
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs that ship inside the package (``configs/*.yaml``)."""
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("configs").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def config_path(name_or_path: str | os.PathLike | None) -> Path:
+    """A config file: an existing path, else the shipped config of that name (``default`` when None).
+
+    The shipped configs are package data, so ``--config cifar10`` works from any folder and
+    from a non-editable install.
+    """
+    if name_or_path is not None and Path(name_or_path).is_file():
+        return Path(name_or_path)
+    name = Path(name_or_path or "default").name.removesuffix(".yaml")
+    shipped = resources.files("configs") / f"{name}.yaml"
+    if (name_or_path is None or Path(name_or_path).parent == Path(".")) and shipped.is_file():
+        return Path(str(shipped))
+    raise UserError(f"config file not found: {name_or_path}; give a YAML file or one of the shipped configs "
+                    f"({', '.join(shipped_configs())})")
+
+
 def default_config_path() -> Path:
-    """``configs/default.yaml`` of the checkout, falling back to the built-in defaults."""
-    return Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+    """The shipped ``configs/default.yaml``: the main job's config."""
+    return config_path(None)
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] = (),
@@ -142,7 +209,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
     if base is not None:
         raw = _deep_copy(base)
     if path is not None:
-        raw = _merge(raw, _read_yaml(Path(path)))
+        raw = _merge(raw, _read_yaml(config_path(path)))
     for item in overrides:
         _apply_override(raw, item)
     return from_dict(raw)
@@ -159,13 +226,21 @@ def from_dict(raw: dict) -> Config:
 
 
 def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise UserError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return data or {}
+    except OSError as exc:
+        raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must be a mapping of sections (data, stage1, stage2, sample, run), "
+                        f"not a {type(data).__name__}")
+    return data
 
 
 def _apply_override(raw: dict, item: str) -> None:
@@ -214,26 +289,37 @@ def _check_value(key: str, value: Any, typ, meta) -> Any:
         if value is None:
             return None
         typ = next(a for a in typing.get_args(typ) if a is not type(None))
+    if typing.get_origin(typ) is list:  # a list: check every element against the element type and range
+        if not isinstance(value, list):
+            raise UserError(f"config key '{key}' must be a list, got {value!r}")
+        (element,) = typing.get_args(typ)
+        return [_check_value(f"{key}[{i}]", v, element, meta) for i, v in enumerate(value)]
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),
         float: isinstance(value, (int, float)) and not isinstance(value, bool),
         str: isinstance(value, str),
-        list: isinstance(value, list),
-    }.get(typing.get_origin(typ) or typ, True)
+    }.get(typ, True)
     if not ok:
         name = getattr(typ, "__name__", str(typ))
         raise UserError(f"config key '{key}' must be {name}{' or null' if optional else ''}, got {value!r}")
     if typ is float:
         value = float(value)
+        if not math.isfinite(value):
+            raise UserError(f"config key '{key}' must be a finite number, got {value!r}")
     if "choices" in meta and value not in meta["choices"]:
-        close = difflib.get_close_matches(str(value), meta["choices"], n=1)
+        close = difflib.get_close_matches(str(value), [str(c) for c in meta["choices"]], n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise UserError(f"config key '{key}' must be one of {', '.join(meta['choices'])}, got {value!r}{hint}")
+        raise UserError(f"config key '{key}' must be one of {', '.join(map(str, meta['choices']))}, "
+                        f"got {value!r}{hint}")
     if "min" in meta and value < meta["min"]:
         raise UserError(f"config key '{key}' must be at least {meta['min']}, got {value!r}")
     if "max" in meta and value > meta["max"]:
         raise UserError(f"config key '{key}' must be at most {meta['max']}, got {value!r}")
+    if "above" in meta and not value > meta["above"]:
+        raise UserError(f"config key '{key}' must be greater than {meta['above']}, got {value!r}")
+    if meta.get("odd") and value % 2 == 0:
+        raise UserError(f"config key '{key}' must be odd, got {value!r}")
     return value
 
 

@@ -56,16 +56,25 @@ def to_unit_range(x: torch.Tensor) -> torch.Tensor:
     return (x.float() + 0.5).clamp_(0.0, 1.0)
 
 
-def save_image_grid(images: torch.Tensor, path, nrow: int, scale: int = 2) -> None:
-    """Save model-range images (N, C, H, W) as one PNG grid, atomically, upscaled (nearest) to stay visible."""
+def save_image_grid(images: torch.Tensor, path, nrow: int, scale: int = 2, text: Optional[dict] = None) -> None:
+    """Save model-range images (N, C, H, W) as one PNG grid, atomically, upscaled (nearest) to stay visible.
+
+    ``text`` is stored as PNG text chunks (``data.provenance`` records there what a grid shows).
+    """
     import torch.nn.functional as F
-    from torchvision.utils import make_grid, save_image
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+    from torchvision.utils import make_grid
 
     grid = make_grid(to_unit_range(images.detach().cpu()), nrow=nrow, padding=2, pad_value=1.0)
     if scale > 1:
         grid = F.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()  # as save_image
+    info = PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
     with atomic_path(path) as tmp:
-        save_image(grid, tmp, format="png")
+        Image.fromarray(pixels).save(tmp, format="png", pnginfo=info)
 
 
 def data_variance(images: torch.Tensor) -> float:

@@ -1,4 +1,4 @@
-"""File I/O that never leaves half-written files: atomic writes, checkpoints, metrics logs.
+"""File I/O that never leaves half-written files: atomic writes, hashes, metrics logs, RNG state.
 
 Every file is written under a temporary name in the destination folder and renamed into
 place with ``os.replace`` once complete, so a crash or kill leaves either the old file or
@@ -39,31 +39,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
-def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
-    """Save a dict of tensors and plain Python data, loadable with ``weights_only=True``."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", hint: str = "") -> dict:
-    """Load a checkpoint safely (``weights_only=True``); a missing or corrupt file is a UserError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{what} not found: {path}" + (f"; {hint}" if hint else ""))
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated / foreign files
-        raise UserError(f"{what} {path} is corrupt or not a checkpoint ({type(exc).__name__}); "
-                        "delete it and train again") from None
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -1,4 +1,4 @@
-"""Training plumbing both stages share: the accelerator, seeding, step-indexed batches, run folders.
+"""Training plumbing both stages share: the accelerator, seeding, step-indexed batches.
 
 Batches are a pure function of (seed, step, process): epoch ``e`` visits a permutation drawn
 from a generator seeded with (seed, e), and process ``r`` of ``w`` takes the r-th slice of
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import random
-from pathlib import Path
+import sys
 
 import numpy as np
 import torch
@@ -26,15 +26,33 @@ def resolve_device(device: str) -> torch.device:
 
 
 def make_accelerator(mixed_precision: str, device: str):
-    """An ``accelerate.Accelerator``; ``auto`` precision means bf16 on CUDA, full precision on CPU."""
+    """An ``accelerate.Accelerator``; ``auto`` precision means bf16 on CUDA, full precision on CPU.
+
+    bf16 asked for explicitly is honoured on the CPU too (autocast there is slower than fp32 for
+    these layer sizes, but it runs the exact code path a GPU run takes); fp16 needs a GPU.
+    """
     from accelerate import Accelerator
 
     cpu = resolve_device(device).type == "cpu"
     if mixed_precision == "auto":
         mixed_precision = "no" if cpu else "bf16"
-    if cpu and mixed_precision != "no":
-        mixed_precision = "no"  # CPU autocast is slower than fp32 for these convolution sizes
+    if cpu and mixed_precision == "fp16":
+        raise UserError("mixed_precision fp16 needs a GPU; use bf16 (or no) on the CPU")
     return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+
+
+def run_environment(accelerator) -> dict:
+    """What a result depends on beyond config and seed: recorded in checkpoints and summaries."""
+    return {"device": accelerator.device.type, "mixed_precision": accelerator.mixed_precision,
+            "threads": torch.get_num_threads(), "processes": accelerator.num_processes}
+
+
+def warn_if_threads_differ(saved: dict | None, stage: str) -> None:
+    """Resuming under another thread count is allowed, but its result is no longer bit-identical."""
+    if saved and saved.get("threads") not in (None, torch.get_num_threads()):
+        print(f"warning: {stage} began with {saved['threads']} threads and resumes with {torch.get_num_threads()}; "
+              "the result will differ in the last bits from an uninterrupted run (set OMP_NUM_THREADS to match)",
+              file=sys.stderr)
 
 
 def seed_everything(seed: int) -> None:
@@ -64,18 +82,17 @@ class StepBatches:
         return self._perm[start:start + self.batch_size]
 
 
+def wait_for_everyone() -> None:
+    """A barrier across the processes of a multi-process launch; nothing in a single process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def is_main_process() -> bool:
     """True unless this is a non-zero rank of a multi-process launch (``accelerate launch``, torchrun)."""
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def prepare_run_dir(run_dir: Path, stage_dir: Path, resume: bool) -> None:
-    """Refuse to overwrite a stage's earlier output unless resuming (checked by the main process only)."""
-    if resume or not is_main_process():
-        return
-    if stage_dir.exists() and any(stage_dir.iterdir()):
-        raise UserError(f"{stage_dir} already holds output; pass --resume to continue it, or choose a new --run")
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def cosine_lr(step: int, total: int, warmup: int, schedule: str) -> float:

@@ -1,30 +1,41 @@
 """VQPriorPipeline: a trained VQ-VAE and the priors over its codes, composed to make new images.
 
-    pipe = VQPriorPipeline.from_run("runs/x")
-    out = pipe(n=16, prior="learned", temperature=1.0, top_k=None, labels=None, seed=0)
+    pipe = VQPriorPipeline.from_run("runs/x")          # a trained run directory
+    pipe.save_pretrained("exported/x")                 # safetensors weights + JSON, no pickle
+    pipe = VQPriorPipeline.from_pretrained("exported/x")
+    out = pipe(n=16, prior="learned", temperature=1.0, top_k=None, top_p=None, labels=None, seed=0)
     out.images   # (n, C, H, W) in the model range [-0.5, 0.5]
     out.codes    # (n, h, w) int64
 
 ``prior`` is ``learned`` (the run's gated PixelCNN), ``marginal`` (independent codes with the
-training set's smoothed frequencies) or ``uniform`` (every code equally likely). Loading checks
-that the prior was trained on codes of this very stage-1 checkpoint (by its SHA-256).
+training set's smoothed frequencies) or ``uniform`` (every code equally likely). Loading a run
+checks that the prior was trained on codes of this very stage-1 checkpoint (by its SHA-256).
+
+A saved pipeline is a folder of three files: ``vqvae.safetensors`` and ``prior.safetensors``
+(the inference weights) and ``pipeline.json`` (both model configs, the marginal prior, the
+class names, the code grid and the SHA-256 of the stage-1 checkpoint it came from).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Union
 
 import torch
 
+from data.checkpoint import load_checkpoint, load_weights
+from data.config import PixelCNNConfig, VQVAEConfig, model_from_dict
 from data.errors import UserError
-from data.io import sha256_file
+from data.io import sha256_file, write_json
+from data.rundir import RunPaths
 from data.training import resolve_device
 from stage1_vqvae import VQVAE
-from stage2_prior import GatedPixelCNN, MarginalPrior, UniformPrior, load_prior_checkpoint, sample
+from stage1_vqvae.model import CHECKPOINT_KEYS as VQVAE_KEYS
+from stage2_prior import PRIORS, GatedPixelCNN, MarginalPrior, UniformPrior, load_prior_checkpoint, sample
 
-PRIORS = ("learned", "marginal", "uniform")
+PRETRAINED_FORMAT = 1
 
 
 @dataclass
@@ -36,7 +47,8 @@ class PipelineOutput:
 
 class VQPriorPipeline:
     def __init__(self, vqvae: VQVAE, learned: GatedPixelCNN, marginal: MarginalPrior,
-                 grid: tuple[int, int], stage1_checkpoint_sha256: str = ""):
+                 grid: tuple[int, int], stage1_checkpoint_sha256: str = "",
+                 class_names: Optional[list[str]] = None):
         self.vqvae = vqvae.eval()
         self.priors = {"learned": learned.eval(), "marginal": marginal, "uniform": UniformPrior(vqvae.num_embeddings)}
         device = next(vqvae.parameters()).device
@@ -44,6 +56,7 @@ class VQPriorPipeline:
             prior.to(device)
         self.device, self.grid = device, tuple(grid)
         self.stage1_checkpoint_sha256 = stage1_checkpoint_sha256
+        self.class_names = list(class_names or [])
 
     @property
     def num_embeddings(self) -> int:
@@ -53,32 +66,86 @@ class VQPriorPipeline:
     def num_classes(self) -> int:
         return self.priors["learned"].num_classes
 
+    # ------------------------------------------------------------------ loading and saving
+
     @classmethod
     def from_run(cls, run_dir: Union[str, Path], device: str = "auto") -> "VQPriorPipeline":
         """Load ``DIR/stage1/checkpoint.pt`` and ``DIR/stage2/checkpoint.pt``, checking they belong together."""
-        run = Path(run_dir)
-        if not run.is_dir():
-            raise UserError(f"run directory not found: {run}")
-        stage1 = run / "stage1" / "checkpoint.pt"
-        vqvae = VQVAE.from_checkpoint(stage1, map_location=resolve_device(device))
-        state = load_prior_checkpoint(run / "stage2" / "checkpoint.pt")
-        sha = sha256_file(stage1)
+        paths = RunPaths(run_dir)
+        if not paths.root.is_dir():
+            raise UserError(f"run directory not found: {paths.root}")
+        stage1 = load_checkpoint(paths.stage1_checkpoint, "stage1", VQVAE_KEYS)
+        vqvae = VQVAE.from_state(stage1, paths.stage1_checkpoint).to(resolve_device(device)).for_inference()
+        state = load_prior_checkpoint(paths.stage2_checkpoint)
+        sha = sha256_file(paths.stage1_checkpoint)
         if state["stage1_checkpoint_sha256"] != sha:
-            raise UserError(f"the prior in {run / 'stage2'} was trained on codes of a different stage-1 checkpoint "
+            raise UserError(f"the prior in {paths.stage2} was trained on codes of a different stage-1 checkpoint "
                             f"(sha256 {state['stage1_checkpoint_sha256'][:12]}..., this one is {sha[:12]}...); "
                             "re-encode and retrain stage 2 for this VQ-VAE")
         if state["num_embeddings"] != vqvae.num_embeddings:
             raise UserError(f"the prior models K={state['num_embeddings']} codes but the VQ-VAE has "
                             f"K={vqvae.num_embeddings}; retrain stage 2 for this VQ-VAE")
-        return cls(vqvae, GatedPixelCNN.from_state(state), MarginalPrior(state["marginal_log_probs"]),
-                   tuple(state["grid"]), sha)
+        return cls(vqvae, GatedPixelCNN.from_state(state, paths.stage2_checkpoint),
+                   MarginalPrior(state["marginal_log_probs"]), tuple(state["grid"]), sha, stage1.get("class_names"))
+
+    def save_pretrained(self, out_dir: Union[str, Path]) -> Path:
+        """Write the inference weights (safetensors) and ``pipeline.json``; no pickle, no optimizer state."""
+        from safetensors.torch import save_file
+
+        from data.io import atomic_path
+
+        out = Path(out_dir)
+        learned = self.priors["learned"]
+        for name, module in (("vqvae", self.vqvae), ("prior", learned)):
+            weights = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+            with atomic_path(out / f"{name}.safetensors") as tmp:
+                save_file(weights, str(tmp), metadata={"format": "pt"})
+        write_json(out / "pipeline.json", {
+            "format_version": PRETRAINED_FORMAT,
+            "vqvae_config": asdict(self.vqvae.config),
+            "in_channels": self.vqvae.in_channels,
+            "prior_config": asdict(learned.config),
+            "num_embeddings": self.num_embeddings,
+            "num_classes": self.num_classes,
+            "grid": list(self.grid),
+            "class_names": self.class_names,
+            "marginal_log_probs": self.priors["marginal"].log_probs.cpu().tolist(),
+            "stage1_checkpoint_sha256": self.stage1_checkpoint_sha256,
+        })
+        return out
+
+    @classmethod
+    def from_pretrained(cls, folder: Union[str, Path], device: str = "auto") -> "VQPriorPipeline":
+        """Load a folder written by ``save_pretrained``: samples exactly the codes ``from_run`` does."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        meta = read_pretrained_json(folder / "pipeline.json")
+        try:
+            weights = {name: load_file(str(folder / f"{name}.safetensors")) for name in ("vqvae", "prior")}
+        except (OSError, SafetensorError) as exc:
+            raise UserError(f"cannot read the weights in {folder} ({exc}); export the pipeline again") from None
+        vqvae = VQVAE(model_from_dict(VQVAEConfig, meta["vqvae_config"], f"{folder}/pipeline.json"),
+                      int(meta["in_channels"]))
+        learned = GatedPixelCNN(int(meta["num_embeddings"]),
+                                model_from_dict(PixelCNNConfig, meta["prior_config"], f"{folder}/pipeline.json"),
+                                int(meta["num_classes"]))
+        load_weights(vqvae, weights["vqvae"], folder / "vqvae.safetensors")
+        load_weights(learned, weights["prior"], folder / "prior.safetensors")
+        vqvae = vqvae.to(resolve_device(device)).for_inference()
+        marginal = MarginalPrior(torch.tensor(meta["marginal_log_probs"], dtype=torch.float32))
+        return cls(vqvae, learned, marginal, tuple(meta["grid"]), meta["stage1_checkpoint_sha256"],
+                   meta["class_names"])
+
+    # ------------------------------------------------------------------ sampling
 
     def default_labels(self, n: int) -> Optional[torch.Tensor]:
         """Classes 0, 1, ..., C-1, 0, 1, ... for a conditional learned prior; None otherwise."""
         return torch.arange(n) % self.num_classes if self.num_classes else None
 
     def sample_codes(self, n: int, prior: str = "learned", temperature: float = 1.0, top_k: Optional[int] = None,
-                     labels: Union[int, torch.Tensor, None] = None, seed: int = 0,
+                     top_p: Optional[float] = None, labels: Union[int, torch.Tensor, None] = None, seed: int = 0,
                      method: str = "cached") -> torch.Tensor:
         """(n, h, w) codes from one of the three priors; labels only for a conditional learned prior."""
         if prior not in PRIORS:
@@ -91,8 +158,8 @@ class VQPriorPipeline:
             labels = self.default_labels(n)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         try:
-            return sample(self.priors[prior], n, self.grid, temperature=temperature, top_k=top_k, labels=labels,
-                          generator=generator, method=method)
+            return sample(self.priors[prior], n, self.grid, temperature=temperature, top_k=top_k, top_p=top_p,
+                          labels=labels, generator=generator, method=method)
         except ValueError as exc:  # the sampler's argument checks, phrased for the user
             raise UserError(str(exc)) from None
 
@@ -102,11 +169,29 @@ class VQPriorPipeline:
         return torch.cat([self.vqvae.decode(c.to(self.device)).cpu() for c in codes.split(batch_size)])
 
     def __call__(self, n: int = 64, prior: str = "learned", temperature: float = 1.0, top_k: Optional[int] = None,
-                 labels: Union[int, torch.Tensor, None] = None, seed: int = 0,
+                 top_p: Optional[float] = None, labels: Union[int, torch.Tensor, None] = None, seed: int = 0,
                  method: str = "cached") -> PipelineOutput:
-        codes = self.sample_codes(n, prior, temperature, top_k, labels, seed, method)
+        codes = self.sample_codes(n, prior, temperature, top_k, top_p, labels, seed, method)
         if isinstance(labels, int):
             labels = torch.full((n,), labels)
         elif labels is None and prior == "learned":
             labels = self.default_labels(n)
         return PipelineOutput(self.decode(codes), codes.cpu(), labels)
+
+
+def read_pretrained_json(path: Path) -> dict:
+    """``pipeline.json`` of a saved pipeline, checked for the keys ``from_pretrained`` needs."""
+    keys = ("format_version", "vqvae_config", "in_channels", "prior_config", "num_embeddings", "num_classes",
+            "grid", "class_names", "marginal_log_probs", "stage1_checkpoint_sha256")
+    if not path.is_file():
+        raise UserError(f"{path} not found: not a saved pipeline; make one with `python -m pipeline export`")
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise UserError(f"{path} is not valid JSON; export the pipeline again") from None
+    missing = [k for k in keys if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)}; export the pipeline again")
+    if meta["format_version"] != PRETRAINED_FORMAT:
+        raise UserError(f"{path} has format_version {meta['format_version']}; this version reads {PRETRAINED_FORMAT}")
+    return meta

@@ -33,7 +33,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import Config, load_split, to_model_range
-from data.io import load_checkpoint, save_checkpoint, write_json
+from data.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from data.errors import UserError
+from data.io import write_json
+from data.provenance import KEY
 from data.training import StepBatches, cosine_lr, seed_everything
 
 ROTATIONS = 4  # the proxy task's classes: 0, 90, 180, 270 degrees
@@ -155,20 +158,18 @@ def accuracy(classifier: FeatureClassifier, images: torch.Tensor, labels: torch.
 def save_classifier(classifier: FeatureClassifier, path: str | Path, val_accuracy: float,
                     settings: dict | None = None) -> None:
     """Atomically save weights, constructor arguments, val accuracy and the settings it was trained with."""
-    save_checkpoint({
-        "model": {k: v.detach().cpu() for k, v in classifier.state_dict().items()},
-        "model_config": classifier.config,
-        "val_accuracy": float(val_accuracy),
-        "settings": settings or {},
-    }, path)
+    save_checkpoint(path, "classifier", model={k: v.detach().cpu() for k, v in classifier.state_dict().items()},
+                    model_config=classifier.config, val_accuracy=float(val_accuracy), settings=settings or {})
 
 
 def load_classifier(path: str | Path) -> tuple[FeatureClassifier, dict]:
     """(classifier in eval mode on the CPU, the checkpoint's other entries); loads with weights_only."""
-    state = load_checkpoint(path, "feature classifier checkpoint",
-                            hint="it is written by `python -m pipeline run` (or `report`)")
-    classifier = FeatureClassifier(**state["model_config"])
-    classifier.load_state_dict(state["model"])
+    state = load_checkpoint(path, "classifier", ("val_accuracy", "settings"))
+    try:
+        classifier = FeatureClassifier(**state["model_config"])
+    except TypeError:
+        raise UserError(f"{path} holds a feature classifier of another version; delete it to train a new one") from None
+    load_weights(classifier, state["model"], path)
     return classifier.eval(), {"val_accuracy": state["val_accuracy"], "settings": state["settings"]}
 
 
@@ -266,11 +267,13 @@ def sample_quality(classifier: FeatureClassifier, real: torch.Tensor,
 
 
 def write_quality(run_dir: str | Path, cfg: Config, real: torch.Tensor, generated: Mapping[str, torch.Tensor],
-                  device: str | torch.device = "cpu", log: Callable[[str], None] = print) -> dict:
+                  device: str | torch.device = "cpu", log: Callable[[str], None] = print,
+                  computed_from: dict | None = None) -> dict:
     """Compute FDs against ``real`` val images and write ``DIR/report/quality.json``; returns its content.
 
     ``generated`` maps a name to model-range images; the report expects the names
     ``reconstructions`` (decoded val codes, the floor), ``learned``, ``marginal`` and ``uniform``.
+    ``computed_from`` is the file's provenance fingerprint (``pipeline.sources.quality``).
     """
     classifier, val_accuracy = load_or_train_classifier(run_dir, cfg, device, log)
     quality = {
@@ -281,5 +284,5 @@ def write_quality(run_dir: str | Path, cfg: Config, real: torch.Tensor, generate
         "fd_real_images": len(real),
         "feature_dim": classifier.config["feature_dim"],
     }
-    write_json(Path(run_dir) / "report" / "quality.json", quality)
+    write_json(Path(run_dir) / "report" / "quality.json", {**quality, KEY: computed_from} if computed_from else quality)
     return quality

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.cli import ArgumentParser, add_config_arguments, run_main
-from data.config import default_config_path, load_config, save_config
 from data.errors import UserError
-from data.training import is_main_process, prepare_run_dir
+from data.rundir import resolve_config, run_lock
+from data.training import is_main_process
 
 
 def parse(argv):
@@ -25,26 +25,15 @@ def parse(argv):
     return parser.parse_args(argv)
 
 
-def resolve_config(args, run_dir: Path):
-    """Config for ``train``: the run's saved config when resuming, else --config (or the default)."""
-    saved = run_dir / "config.yaml"
-    if args.resume and saved.is_file():
-        base = load_config(saved).to_dict()
-        return load_config(args.config, args.overrides, base=base)
-    return load_config(args.config or default_config_path(), args.overrides)
-
-
 def main(argv=None) -> int:
     args = parse(argv)
     run_dir = Path(args.run)
     if args.command == "train":
         from .train import train
 
-        config = resolve_config(args, run_dir)
-        prepare_run_dir(run_dir, run_dir / "stage1", args.resume)
-        if is_main_process():
-            save_config(config, run_dir / "config.yaml")
-        summary = train(config, run_dir, resume=args.resume)
+        config = resolve_config(run_dir, args.config, args.overrides, args.resume, first_stage="stage1")
+        with run_lock(run_dir, is_main_process()):
+            summary = train(config, run_dir, resume=args.resume)
         print(f"stage 1 done: val NMSE {summary['val_recon_nmse']:.4f}, perplexity {summary['perplexity']:.1f}, "
               f"{summary['codes_used']}/{summary['num_embeddings']} codes used -> {run_dir / 'stage1'}")
     else:
@@ -52,7 +41,8 @@ def main(argv=None) -> int:
 
         if args.batch_size < 1:
             raise UserError("--batch-size must be at least 1")
-        encode_run(run_dir, args.split, force=args.force, batch_size=args.batch_size)
+        with run_lock(run_dir, is_main_process()):
+            encode_run(run_dir, args.split, force=args.force, batch_size=args.batch_size)
     return 0
 
 

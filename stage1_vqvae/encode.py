@@ -17,6 +17,7 @@ from tqdm import tqdm
 from data import CodeWriter, load_config, load_split, read_code_info, to_model_range
 from data.errors import UserError
 from data.io import sha256_file
+from data.rundir import RunPaths
 from data.training import make_accelerator
 
 from .model import VQVAE
@@ -38,25 +39,29 @@ def encode_batches(model: VQVAE, batches: Iterable[tuple[torch.Tensor, Optional[
 
 
 def encode_run(run_dir: Path, split: str = "all", force: bool = False, batch_size: int = 1000) -> list[Path]:
-    """Write ``run_dir/codes/{split}.h5`` for the requested splits; skip files already up to date."""
-    ckpt = run_dir / "stage1" / "checkpoint.pt"
-    if not (run_dir / "config.yaml").is_file():
+    """Write ``run_dir/codes/{split}.h5`` for the requested splits; skip files already up to date.
+
+    A file is up to date when it was encoded from this stage-1 checkpoint, for this split, and
+    holds one grid per image of the split; anything else is re-encoded.
+    """
+    paths = RunPaths(run_dir)
+    if not paths.config.is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml); train stage 1 first")
-    config = load_config(run_dir / "config.yaml")
+    config = load_config(paths.config)
     device = make_accelerator("no", config.run.device).device
-    model = VQVAE.from_checkpoint(ckpt, map_location=device)
-    sha = sha256_file(ckpt)
+    model = VQVAE.from_checkpoint(paths.stage1_checkpoint, map_location=device)
+    sha = sha256_file(paths.stage1_checkpoint)
     written = []
     for name in SPLITS if split == "all" else (split,):
-        path = run_dir / "codes" / f"{name}.h5"
-        if path.exists() and not force:
-            info = read_code_info(path)
-            if info.stage1_checkpoint_sha256 != sha:
-                raise UserError(f"{path} was encoded with another stage-1 checkpoint; pass --force to re-encode")
-            print(f"{path} is up to date ({info.num_codes} grids); --force re-encodes")
+        path = paths.codes(name)
+        data = load_split(config.data, name)
+        stale = None if force or not path.exists() else why_stale(path, sha, name, len(data))
+        if path.exists() and not force and stale is None:
+            print(f"{path} is up to date ({len(data)} grids); --force re-encodes")
             written.append(path)
             continue
-        data = load_split(config.data, name)
+        if stale:
+            print(f"{path}: {stale}; encoding again")
         grid = model.grid_size(tuple(data.images.shape[-2:]))
         label_batches = data.labels.split(batch_size) if data.labels is not None else [None] * len(data)
         batches = zip(data.images.split(batch_size), label_batches)
@@ -66,3 +71,16 @@ def encode_run(run_dir: Path, split: str = "all", force: bool = False, batch_siz
         print(f"wrote {path}: {n} grids of {grid[0]}x{grid[1]} codes")
         written.append(path)
     return written
+
+
+def why_stale(path: Path, sha: str, split: str, num_images: int) -> str | None:
+    """Why an existing code file does not match this checkpoint and split (None: it does)."""
+    try:
+        info = read_code_info(path)
+    except UserError as exc:
+        return str(exc).split(";")[0]
+    if info.stage1_checkpoint_sha256 != sha:
+        return "encoded with another stage-1 checkpoint"
+    if info.split != split or info.num_codes != num_images:
+        return f"holds {info.num_codes} grids of split '{info.split}', not the {num_images} images of '{split}'"
+    return None

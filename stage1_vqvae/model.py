@@ -21,10 +21,13 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from data.errors import UserError
-from data.io import load_checkpoint
+from data.checkpoint import load_checkpoint, load_weights
+from data.config import VQVAEConfig, model_from_dict
 
 from .quantizer import QuantizerOutput, VectorQuantizer
+
+
+CHECKPOINT_KEYS = ("in_channels",)  # beyond model and model_config; training adds optimizer, step, rng, ...
 
 
 class ResidualStack(nn.Module):
@@ -92,26 +95,22 @@ class VQVAEOutput:
 
 
 class VQVAE(nn.Module):
-    """Encoder -> VectorQuantizer -> Decoder. ``config`` holds the constructor arguments (saved in checkpoints)."""
+    """Encoder -> VectorQuantizer -> Decoder, built from a ``VQVAEConfig`` (the config's defaults).
 
-    def __init__(self, in_channels: int = 1, hidden: int = 128, residual_hidden: int = 32,
-                 residual_layers: int = 2, downsamples: int = 2, num_embeddings: int = 512,
-                 embedding_dim: int = 64, commitment_cost: float = 0.25, decay: float = 0.0,
-                 epsilon: float = 1e-5, codebook_init: str = "uniform", dead_code_steps: int = 0,
-                 encoder_residual_layers: int = 2):
+    ``in_channels`` comes from the data (1 grayscale, 3 RGB), not from the config.
+    """
+
+    def __init__(self, config: VQVAEConfig = VQVAEConfig(), in_channels: int = 1):
         super().__init__()
-        self.config = dict(in_channels=in_channels, hidden=hidden, residual_hidden=residual_hidden,
-                           residual_layers=residual_layers, encoder_residual_layers=encoder_residual_layers,
-                           downsamples=downsamples,
-                           num_embeddings=num_embeddings, embedding_dim=embedding_dim,
-                           commitment_cost=commitment_cost, decay=decay, epsilon=epsilon,
-                           codebook_init=codebook_init, dead_code_steps=dead_code_steps)
-        self.encoder = Encoder(in_channels, hidden, residual_hidden, encoder_residual_layers, downsamples,
-                               embedding_dim)
-        self.quantizer = VectorQuantizer(num_embeddings, embedding_dim, commitment_cost, decay, epsilon,
-                                         init=codebook_init, dead_code_steps=dead_code_steps)
-        self.decoder = Decoder(in_channels, hidden, residual_hidden, residual_layers, downsamples, embedding_dim)
-        self.downsample_factor = 2 ** downsamples
+        self.config, self.in_channels = config, in_channels
+        c = config
+        self.encoder = Encoder(in_channels, c.hidden, c.residual_hidden, c.encoder_residual_layers, c.downsamples,
+                               c.embedding_dim)
+        self.quantizer = VectorQuantizer(c.num_embeddings, c.embedding_dim, c.commitment_cost, c.decay, c.epsilon,
+                                         init=c.codebook_init, dead_code_steps=c.dead_code_steps)
+        self.decoder = Decoder(in_channels, c.hidden, c.residual_hidden, c.residual_layers, c.downsamples,
+                               c.embedding_dim)
+        self.downsample_factor = 2 ** c.downsamples
 
     @property
     def num_embeddings(self) -> int:
@@ -138,14 +137,15 @@ class VQVAE(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | PathLike, map_location: str | torch.device = "cpu") -> "VQVAE":
-        """Rebuild a trained model (eval mode) from a stage-1 checkpoint."""
-        state = load_checkpoint(path, "stage-1 checkpoint",
-                                hint="train stage 1 first: python -m stage1_vqvae train --config FILE --run DIR")
-        if "model" not in state or "model_config" not in state:
-            raise UserError(f"{path} is not a stage-1 checkpoint (no model or model_config)")
-        model = cls(**state["model_config"])
-        model.load_state_dict(state["model"])
-        return model.to(map_location).for_inference()
+        """Rebuild a trained model from a stage-1 checkpoint, ready for inference (``for_inference``)."""
+        state = load_checkpoint(path, "stage1", CHECKPOINT_KEYS)
+        return cls.from_state(state, path).to(map_location).for_inference()
+
+    @classmethod
+    def from_state(cls, state: dict, source: str | PathLike = "the checkpoint") -> "VQVAE":
+        """The model of a loaded stage-1 checkpoint (``model``, ``model_config``, ``in_channels``)."""
+        config = model_from_dict(VQVAEConfig, state["model_config"], f"stage-1 checkpoint {source}")
+        return load_weights(cls(config, int(state["in_channels"])), state["model"], source)
 
     def for_inference(self) -> "VQVAE":
         """Eval mode, with the encoder's weights in channels-last layout.

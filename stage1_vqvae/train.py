@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -17,21 +18,19 @@ from tqdm import tqdm
 
 from data import Config, load_split, to_model_range
 from data.datasets import data_variance, save_image_grid
+from data.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from data.errors import UserError
-from data.io import MetricsLog, capture_rng, load_checkpoint, restore_rng, save_checkpoint, write_json
-from data.training import StepBatches, make_accelerator, seed_everything
+from data.io import MetricsLog, capture_rng, restore_rng, write_json
+from data.rundir import commit_config
+from data.training import StepBatches, make_accelerator, run_environment, seed_everything, warn_if_threads_differ
 
 from .model import VQVAE
 
+RESUME_KEYS = ("in_channels", "optimizer", "step", "rng")
+
 
 def build_model(config: Config, in_channels: int) -> VQVAE:
-    s = config.stage1
-    return VQVAE(in_channels=in_channels, hidden=s.hidden, residual_hidden=s.residual_hidden,
-                 residual_layers=s.residual_layers, encoder_residual_layers=s.encoder_residual_layers,
-                 downsamples=s.downsamples,
-                 num_embeddings=s.num_embeddings, embedding_dim=s.embedding_dim,
-                 commitment_cost=s.commitment_cost, decay=s.decay, epsilon=s.epsilon,
-                 codebook_init=s.codebook_init, dead_code_steps=s.dead_code_steps)
+    return VQVAE(config.stage1.model_config(), in_channels)
 
 
 def check_image_size(config: Config, shape: tuple[int, ...]) -> None:
@@ -57,20 +56,24 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
 
     step = 0
     if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, "stage-1 checkpoint")
-        if state.get("model_config") != model.config:
+        state = load_checkpoint(ckpt_path, "stage1", RESUME_KEYS)
+        if state["model_config"] != asdict(model.config) or state["in_channels"] != model.in_channels:
             raise UserError(f"{ckpt_path} holds a model built with other stage1 settings than this config's; "
                             "resume with the run's own config.yaml or start a new --run")
-        model.load_state_dict(state["model"])
+        load_weights(model, state["model"], ckpt_path)
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
         restore_rng(state["rng"])
+        warn_if_threads_differ(state.get("environment"), "stage 1")
+    if accelerator.is_main_process:
+        commit_config(run_dir, config)  # the run has begun: data loaded, model built
     log = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None) \
         if accelerator.is_main_process else None
 
     if s.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model, optimizer = accelerator.prepare(model, optimizer)
+    environment = run_environment(accelerator)
     forward = torch.compile(model) if s.compile else model
     images = train_set.images.to(accelerator.device)  # uint8: the whole set lives on the device
     batches = StepBatches(len(images), s.batch_size, config.run.seed,
@@ -78,17 +81,12 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
 
     def save(at_step: int) -> None:
         if accelerator.is_main_process:
-            save_checkpoint({
-                "model": accelerator.unwrap_model(model).state_dict(),
-                "model_config": accelerator.unwrap_model(model).config,
-                "optimizer": optimizer.state_dict(),
-                "step": at_step,
-                "rng": capture_rng(),
-                "data_variance": variance,
-                "image_shape": list(train_set.images.shape[1:]),
-                "dataset": config.data.dataset,
-                "config": config.to_dict(),
-            }, ckpt_path)
+            net = accelerator.unwrap_model(model)
+            save_checkpoint(ckpt_path, "stage1", model=net.state_dict(), model_config=asdict(net.config),
+                            in_channels=net.in_channels, optimizer=optimizer.state_dict(), step=at_step,
+                            rng=capture_rng(), data_variance=variance, image_shape=list(train_set.images.shape[1:]),
+                            dataset=config.data.dataset, class_names=list(train_set.class_names or []),
+                            config=config.to_dict(), environment=environment)
 
     model.train()
     bar = tqdm(total=s.steps, initial=step, desc="stage 1", disable=not accelerator.is_local_main_process,
@@ -130,7 +128,8 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
     summary = finish(accelerator.unwrap_model(model), val_set.images, variance, out, accelerator.device,
                      write=accelerator.is_main_process)
     summary.update(steps=s.steps, train_seconds=train_seconds,
-                   images_per_s=seen / train_seconds if seen else None)
+                   images_per_s=seen / train_seconds if seen else None,
+                   class_names=list(train_set.class_names) if train_set.class_names else None, **environment)
     if accelerator.is_main_process:
         write_json(out / "summary.json", summary)
     return summary

@@ -1,17 +1,21 @@
 """Stage 2: a gated PixelCNN prior over the VQ-VAE's code grids, and the priors it is compared with.
 
-    prior = GatedPixelCNN(num_embeddings, hidden=64, layers=8, kernel_size=3)
+    prior = GatedPixelCNN(num_embeddings, PixelCNNConfig(hidden=64, layers=8, kernel_size=3, dropout=0.1))
     prior(codes, labels=None)                    # codes (B, H, W) int64 -> logits (B, K, H, W)
-    sample(prior, n, (H, W), temperature=1.0, top_k=None, labels=None, generator=None, method="cached")
+    sample(prior, n, (H, W), temperature=1.0, top_k=None, top_p=None, labels=None, generator=None,
+           method="cached")
     bits_per_code(prior, codes)                  # mean -log2 p per code
     MarginalPrior.fit(codes, K, smoothing), UniformPrior(K)   # same interface as the learned prior
 
 Never imports stage 1: the stages meet through the HDF5 code files and checkpoints.
 """
 
-from .baselines import MarginalPrior, UniformPrior
+from data.config import PixelCNNConfig
+
+from .baselines import PRIORS, MarginalPrior, UniformPrior
 from .evaluate import bits_per_code
 from .pixelcnn import GatedPixelCNN, load_prior_checkpoint
 from .sampling import sample
 
-__all__ = ["GatedPixelCNN", "MarginalPrior", "UniformPrior", "bits_per_code", "load_prior_checkpoint", "sample"]
+__all__ = ["PRIORS", "GatedPixelCNN", "MarginalPrior", "PixelCNNConfig", "UniformPrior", "bits_per_code",
+           "load_prior_checkpoint", "sample"]

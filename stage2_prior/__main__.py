@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from data.cli import ArgumentParser, add_config_arguments, run_main
+from data.rundir import resolve_config, run_lock
+from data.training import is_main_process
 
 from .evaluate import evaluate
 from .train import train
@@ -28,10 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     evaluate_parser.add_argument("--run", required=True, metavar="DIR", help="run directory with a trained stage 2")
     args = parser.parse_args(argv)
 
+    main_process = is_main_process()
     if args.command == "train":
-        train(args.run, args.config, args.overrides, args.resume)
-    else:
-        evaluate(args.run)
+        config = resolve_config(args.run, args.config, args.overrides, args.resume, first_stage="stage2")
+        with run_lock(args.run, main_process):
+            train(config, args.run, args.resume)
+    elif main_process:
+        with run_lock(args.run):
+            evaluate(args.run)
     return 0
 
 

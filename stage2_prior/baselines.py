@@ -21,6 +21,8 @@ from torch import nn
 
 from .pixelcnn import load_prior_checkpoint
 
+PRIORS = ("learned", "marginal", "uniform")  # the three priors every comparison in the project uses
+
 
 class IndependentPrior(nn.Module):
     """A prior whose logits ``log_probs`` (K,) are the same at every position and for every label."""

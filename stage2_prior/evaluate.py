@@ -24,10 +24,14 @@ from torch import nn
 from data.codes import load_codes
 from data.errors import UserError
 from data.io import write_json
+from data.provenance import KEY, fingerprint
+from data.rundir import RunPaths
 from data.training import resolve_device
 
-from .baselines import MarginalPrior, UniformPrior
+from .baselines import PRIORS, MarginalPrior, UniformPrior
 from .pixelcnn import GatedPixelCNN, eval_mode, load_prior_checkpoint, module_device
+
+BITS_INPUTS = ["stage2/checkpoint.pt", "codes/val.h5"]  # what bits_per_code.json is computed from
 
 
 @torch.no_grad()
@@ -48,22 +52,24 @@ def bits_per_code(prior: nn.Module, codes: torch.Tensor, labels: Optional[torch.
 def evaluate(run_dir: str | os.PathLike) -> dict:
     """Bits per val code under the learned, marginal and uniform priors; printed and saved as JSON."""
     run_dir = Path(run_dir)
-    state = load_prior_checkpoint(run_dir / "stage2" / "checkpoint.pt")
+    paths = RunPaths(run_dir)
+    sources = fingerprint(run_dir, BITS_INPUTS)
+    state = load_prior_checkpoint(paths.stage2_checkpoint)
     k = state["num_embeddings"]
-    codes, labels, _ = load_codes(run_dir / "codes" / "val.h5", num_embeddings=k, grid=tuple(state["grid"]),
+    codes, labels, _ = load_codes(paths.codes("val"), split="val", num_embeddings=k, grid=tuple(state["grid"]),
                                   stage1_checkpoint_sha256=state["stage1_checkpoint_sha256"])
     if state["num_classes"] and labels is None:
         raise UserError(f"the prior is class-conditional but {run_dir / 'codes' / 'val.h5'} has no labels; "
                         "encode a labelled dataset")
     device = resolve_device(state["config"]["run"]["device"])
-    learned = GatedPixelCNN.from_state(state).to(device)
+    learned = GatedPixelCNN.from_state(state, paths.stage2_checkpoint).to(device)
     result = {
         "learned": bits_per_code(learned, codes, labels if state["num_classes"] else None),
         "marginal": bits_per_code(MarginalPrior(state["marginal_log_probs"]), codes),
         "uniform": bits_per_code(UniformPrior(k), codes),
         "num_embeddings": k,
     }
-    write_json(run_dir / "stage2" / "bits_per_code.json", result)
+    write_json(paths.bits, {**result, KEY: sources})
     print(format_table(result, codes.shape[0]))
     return result
 
@@ -72,6 +78,6 @@ def format_table(result: dict, num_grids: int) -> str:
     uniform = result["uniform"]
     lines = [f"bits per code on {num_grids} val grids (K={result['num_embeddings']})",
              f"{'prior':<10}{'bits/code':>10}{'x uniform':>11}"]
-    for name in ("learned", "marginal", "uniform"):
+    for name in PRIORS:
         lines.append(f"{name:<10}{result[name]:>10.3f}{result[name] / uniform:>11.3f}")
     return "\n".join(lines)

@@ -33,14 +33,14 @@ from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import nn
 
-from data.errors import UserError
-from data.io import load_checkpoint
+from data.checkpoint import load_checkpoint, load_weights
+from data.config import PixelCNNConfig, model_from_dict
 
-CHECKPOINT_KEYS = ("model", "model_config", "optimizer", "step", "rng", "num_embeddings", "grid", "num_classes",
-                   "stage1_checkpoint_sha256", "marginal_log_probs", "config")
+# Beyond model and model_config: what sampling and evaluation need; training adds optimizer, step, rng, ...
+CHECKPOINT_KEYS = ("num_embeddings", "num_classes", "grid", "stage1_checkpoint_sha256", "marginal_log_probs")
 
 
 def gate(x: torch.Tensor) -> torch.Tensor:
@@ -130,23 +130,23 @@ class GatedPixelCNN(nn.Module):
     ``num_classes > 0`` makes it class-conditional: ``forward`` then needs ``labels`` (B,)
     in [0, num_classes). Works on any grid size; the receptive field reaches p * layers
     positions up, left and right (p = kernel_size // 2), so choose ``layers`` with
-    p * layers >= the grid's width for every earlier code to count. The defaults are the
-    default config's (``data.config.Stage2Config``).
+    p * layers >= the grid's width for every earlier code to count. The architecture is a
+    ``PixelCNNConfig`` (hidden, layers, kernel_size, dropout; its defaults are the default run's).
     """
 
-    def __init__(self, num_embeddings: int, hidden: int = 64, layers: int = 8, kernel_size: int = 3,
-                 num_classes: int = 0, dropout: float = 0.1):
+    def __init__(self, num_embeddings: int, config: PixelCNNConfig = PixelCNNConfig(), num_classes: int = 0):
         super().__init__()
-        if kernel_size < 3 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd and at least 3, got {kernel_size}")
-        if num_embeddings < 1 or hidden < 1 or layers < 1 or num_classes < 0:
+        c = config
+        if c.kernel_size < 3 or c.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and at least 3, got {c.kernel_size}")
+        if num_embeddings < 1 or c.hidden < 1 or c.layers < 1 or num_classes < 0:
             raise ValueError("num_embeddings, hidden and layers must be positive, num_classes non-negative")
-        self.num_embeddings, self.num_classes = num_embeddings, num_classes
-        self.embedding = nn.Embedding(num_embeddings, hidden)
-        self.layers = nn.ModuleList(GatedLayer(hidden, kernel_size, num_classes, dropout, first=(i == 0))
-                                    for i in range(layers))
-        self.head_hidden = nn.Conv2d(hidden, hidden, 1)
-        self.head_out = nn.Conv2d(hidden, num_embeddings, 1)
+        self.config, self.num_embeddings, self.num_classes = config, num_embeddings, num_classes
+        self.embedding = nn.Embedding(num_embeddings, c.hidden)
+        self.layers = nn.ModuleList(GatedLayer(c.hidden, c.kernel_size, num_classes, c.dropout, first=(i == 0))
+                                    for i in range(c.layers))
+        self.head_hidden = nn.Conv2d(c.hidden, c.hidden, 1)
+        self.head_out = nn.Conv2d(c.hidden, num_embeddings, 1)
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (B, H, W) -> features (B, C, H, W)."""
@@ -165,17 +165,59 @@ class GatedPixelCNN(nn.Module):
             skip = skip + s
         return self.head(skip)
 
+    @torch.no_grad()
+    def sample_cached(self, uniforms: torch.Tensor, labels: Optional[torch.Tensor], pick) -> torch.Tensor:
+        """Codes (n, H, W) drawn in raster order, computing only what each new position needs.
+
+        Position (i, j) needs, per layer, the horizontal stack's inputs at columns j-p..j of row i
+        and the vertical stack's contribution from row i-1. So this keeps, per layer, the last
+        p+1 rows of the vertical stack's input and the current row of the horizontal stack's
+        input; a new code costs one 1-position pass through the horizontal stacks, and a finished
+        row one 1-row pass through the vertical stacks, every convolution evaluated as one matrix
+        product per output position (``dense``). ``pick(logits (n, K), uniforms (n,)) -> codes``
+        draws a code (``stage2_prior.sampling.inverse_cdf``). Used by ``stage2_prior.sample``.
+        """
+        n, height, width = uniforms.shape
+        p, c = self.layers[0].p, self.embedding.embedding_dim
+        like = dict(dtype=self.embedding.weight.dtype, device=uniforms.device)
+        biases = [layer.label_biases(labels) for layer in self.layers]  # (c_v, c_h), each (n, 2C) or 0
+        row_biases = [repeat(c_v, "n c -> (n w) c", w=width) if torch.is_tensor(c_v) else c_v for c_v, _ in biases]
+        v_rows = [torch.zeros(n, c, p + 1, width + 2 * p, **like) for _ in self.layers]  # vertical input, rows i-p..i
+        v_to_h = [torch.zeros(n, width, 2 * c, **like) for _ in self.layers]  # W_vh v_pre of row i-1, per column
+        codes = torch.zeros(n, height, width, dtype=torch.int64, device=uniforms.device)
+        for i in range(height):
+            h_rows = [torch.zeros(n, c, 1, p + width, **like) for _ in self.layers]  # horizontal input of row i
+            for j in range(width):
+                skip = 0.0
+                for l, layer in enumerate(self.layers):
+                    window = h_rows[l][..., j:j + p + (0 if layer.first else 1)]  # columns j-p..j-1 or j-p..j
+                    h, s = layer.horizontal_position(window, h_rows[l][:, :, 0, p + j], v_to_h[l][:, j],
+                                                     biases[l][1], apply=dense)
+                    if l + 1 < len(self.layers):
+                        h_rows[l + 1][:, :, 0, p + j] = h
+                    skip = skip + s
+                codes[:, i, j] = pick(self.head(skip, apply=dense), uniforms[:, i, j])
+                h_rows[0][:, :, 0, p + j] = self.embedding(codes[:, i, j])
+            if i + 1 < height:  # row i is complete: its vertical features, for row i+1
+                v = self.embed(codes[:, i:i + 1])
+                for l, layer in enumerate(self.layers):
+                    v_rows[l] = torch.cat([v_rows[l][:, :, 1:], F.pad(v, (p, p))], dim=2)
+                    windows = rearrange(F.unfold(v_rows[l], (p + 1, 2 * p + 1)), "n d w -> (n w) d")  # one per column
+                    v, to_h = layer.vertical_row(windows, row_biases[l], apply=dense)
+                    v, v_to_h[l] = rearrange(v, "(n w) c -> n c 1 w", n=n), rearrange(to_h, "(n w) c -> n w c", n=n)
+        return codes
+
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike) -> "GatedPixelCNN":
         """The trained prior of a stage-2 checkpoint file, in eval mode, on the CPU."""
-        return cls.from_state(load_prior_checkpoint(path))
+        return cls.from_state(load_prior_checkpoint(path), path)
 
     @classmethod
-    def from_state(cls, state: dict) -> "GatedPixelCNN":
+    def from_state(cls, state: dict, source: str | os.PathLike = "the checkpoint") -> "GatedPixelCNN":
         """The trained prior of an already loaded stage-2 checkpoint, in eval mode, on the CPU."""
-        model = cls(**state["model_config"])
-        model.load_state_dict(state["model"])
-        return model.eval()
+        config = model_from_dict(PixelCNNConfig, state["model_config"], f"stage-2 checkpoint {source}")
+        model = cls(int(state["num_embeddings"]), config, int(state["num_classes"]))
+        return load_weights(model, state["model"], source).eval()
 
 
 def check_labels(labels, num_classes: int, n: int, device) -> Optional[torch.Tensor]:
@@ -216,9 +258,4 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
 
 def load_prior_checkpoint(path: str | os.PathLike) -> dict:
     """Load and check a stage-2 checkpoint (``weights_only``); a missing or foreign file is a UserError."""
-    state = load_checkpoint(path, what="stage-2 checkpoint", hint="train it with `python -m stage2_prior train`")
-    missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else list(CHECKPOINT_KEYS)
-    if missing:
-        raise UserError(f"{path} is not a stage-2 checkpoint (missing {', '.join(missing)}); "
-                        "train it with `python -m stage2_prior train`")
-    return state
+    return load_checkpoint(path, "stage2", CHECKPOINT_KEYS)

@@ -18,36 +18,35 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from data.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from data.codes import CodeDataset, load_codes
-from data.config import Config, load_config, save_config
+from data.config import Config
 from data.errors import UserError
-from data.io import MetricsLog, capture_rng, restore_rng, save_checkpoint, write_json
-from data.training import StepBatches, cosine_lr, make_accelerator, prepare_run_dir, seed_everything
+from data.io import MetricsLog, capture_rng, read_jsonl, restore_rng, write_json
+from data.rundir import RunPaths, commit_config
+from data.training import (StepBatches, cosine_lr, make_accelerator, run_environment, seed_everything,
+                           warn_if_threads_differ)
 
 from .baselines import marginal_log_probs
 from .evaluate import bits_per_code
-from .pixelcnn import GatedPixelCNN, load_prior_checkpoint
+from .pixelcnn import CHECKPOINT_KEYS, GatedPixelCNN
 
-
-def resolve_config(run_dir: Path, config_file: Optional[str], overrides: list[str]) -> Config:
-    """DIR/config.yaml (written by stage 1) as the base, then ``--config FILE``, then ``--set``."""
-    saved = run_dir / "config.yaml"
-    base = load_config(saved).to_dict() if saved.is_file() else None
-    return load_config(config_file, overrides, base=base)
+RESUME_KEYS = (*CHECKPOINT_KEYS, "optimizer", "step", "rng")
 
 
 def load_training_codes(run_dir: Path, conditional: bool):
     """The train codes as a CodeDataset and the val codes (from the same stage-1 checkpoint), validated."""
-    train = CodeDataset(run_dir / "codes" / "train.h5")
+    paths = RunPaths(run_dir)
+    train = CodeDataset(paths.codes("train"), split="train")
     info = train.info
-    val_codes, val_labels, _ = load_codes(run_dir / "codes" / "val.h5", num_embeddings=info.num_embeddings,
+    val_codes, val_labels, _ = load_codes(paths.codes("val"), split="val", num_embeddings=info.num_embeddings,
                                           grid=info.grid, stage1_checkpoint_sha256=info.stage1_checkpoint_sha256)
     if conditional and (train.labels is None or val_labels is None):
         raise UserError(f"stage2.conditional is true but the codes in {run_dir / 'codes'} have no labels; "
@@ -63,7 +62,7 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> t
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99))
 
 
-def check_resumable(state: dict, model_config: dict, info) -> None:
+def check_resumable(state: dict, model_config: dict, num_classes: int, info) -> None:
     """The checkpoint must come from these codes and this model configuration."""
     trained_on = (state["num_embeddings"], tuple(state["grid"]), state["stage1_checkpoint_sha256"])
     if trained_on != (info.num_embeddings, info.grid, info.stage1_checkpoint_sha256):
@@ -71,60 +70,65 @@ def check_resumable(state: dict, model_config: dict, info) -> None:
                         f"are not those the stage-2 checkpoint was trained on (K={state['num_embeddings']}, "
                         f"{state['grid'][0]}x{state['grid'][1]}, or another stage-1 checkpoint); "
                         "train stage 2 afresh in a new run")
-    if state["model_config"] != model_config:
+    if (state["model_config"], state["num_classes"]) != (model_config, num_classes):
         raise UserError(f"the stage-2 checkpoint's model ({state['model_config']}) differs from the config's "
                         f"({model_config}); resume with the original stage2 settings or start a new run")
 
 
 def load_inputs(run_dir: Path, cfg, resume: bool):
-    """Validated codes, the checkpoint to resume from (or None) and the model's constructor arguments."""
+    """Validated codes, the checkpoint to resume from (or None) and the number of classes."""
     train_set, val_codes, val_labels = load_training_codes(run_dir, cfg.conditional)
     info = train_set.info
-    checkpoint_path = run_dir / "stage2" / "checkpoint.pt"
-    prepare_run_dir(run_dir, checkpoint_path.parent, resume)
-    state = load_prior_checkpoint(checkpoint_path) if resume and checkpoint_path.exists() else None
+    checkpoint_path = RunPaths(run_dir).stage2_checkpoint
+    state = load_checkpoint(checkpoint_path, "stage2", RESUME_KEYS) if resume and checkpoint_path.exists() else None
     if resume and state is None:
         print(f"no checkpoint at {checkpoint_path} yet: starting stage 2 from step 0")
     num_classes = int(train_set.labels.max()) + 1 if cfg.conditional else 0
     if state is not None:
         num_classes = state["num_classes"]
+        check_resumable(state, asdict(cfg.model_config()), num_classes, info)
     if val_labels is not None and int(val_labels.max()) >= num_classes:
         raise UserError(f"val labels reach {int(val_labels.max())} but the training codes have {num_classes} classes")
-    model_config = dict(num_embeddings=info.num_embeddings, hidden=cfg.hidden, layers=cfg.layers,
-                        kernel_size=cfg.kernel_size, num_classes=num_classes, dropout=cfg.dropout)
-    if state is not None:
-        check_resumable(state, model_config, info)
-    return train_set, val_codes, val_labels, state, model_config
+    return train_set, val_codes, val_labels, state, num_classes
 
 
-def train(run_dir: str | os.PathLike, config_file: Optional[str] = None, overrides: list[str] = (),
-          resume: bool = False) -> dict:
-    """Train (or with ``resume`` continue) the prior of ``run_dir``; returns the summary it writes."""
+def time_so_far(metrics: Path, step: int) -> float:
+    """Training seconds up to ``step``, from the metrics log (wall time stays out of checkpoints,
+    which are byte-identical for identical runs)."""
+    rows = [r for r in read_jsonl(metrics) if r.get("step", 0) <= step and "train_time_s" in r]
+    return float(rows[-1]["train_time_s"]) if rows else 0.0
+
+
+def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> dict:
+    """Train (or with ``resume`` continue) the prior of ``run_dir``; returns the summary it writes.
+
+    ``config`` comes from ``data.rundir.resolve_config``; continuing a finished prior with a
+    larger ``stage2.steps`` trains the extra steps (the cosine schedule stretched to the new total).
+    """
     run_dir = Path(run_dir)
-    config = resolve_config(run_dir, config_file, list(overrides))
     cfg = config.stage2
-    if cfg.kernel_size < 3 or cfg.kernel_size % 2 == 0:
-        raise UserError(f"stage2.kernel_size must be odd and at least 3, got {cfg.kernel_size}")
-    train_set, val_codes, val_labels, state, model_config = load_inputs(run_dir, cfg, resume)
-    info, num_classes = train_set.info, model_config["num_classes"]
-    out = run_dir / "stage2"
+    train_set, val_codes, val_labels, state, num_classes = load_inputs(run_dir, cfg, resume)
+    info = train_set.info
+    out = RunPaths(run_dir).stage2
 
     accelerator = make_accelerator(cfg.mixed_precision, config.run.device)
     main_process = accelerator.is_main_process
     seed_everything(config.run.seed)
-    model = GatedPixelCNN(**model_config)
+    model = GatedPixelCNN(info.num_embeddings, cfg.model_config(), num_classes)
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
     start, train_time = 0, 0.0
     if state is not None:
-        model.load_state_dict(state["model"])
+        load_weights(model, state["model"], out / "checkpoint.pt")
         optimizer.load_state_dict(state["optimizer"])
-        start, train_time = state["step"], state["train_time_s"]
+        start, train_time = state["step"], time_so_far(RunPaths(run_dir).stage2 / "metrics.jsonl", state["step"])
         restore_rng(state["rng"])
+        warn_if_threads_differ(state.get("environment"), "stage 2")
     if main_process:
-        save_config(config, run_dir / "config.yaml")
+        commit_config(run_dir, config)  # the run has begun: codes read, model built
     marginal = marginal_log_probs(train_set.codes, info.num_embeddings, cfg.marginal_smoothing)
     forward = torch.compile(model) if cfg.compile else model
     forward, optimizer = accelerator.prepare(forward, optimizer)
+    environment = run_environment(accelerator)
 
     device = accelerator.device
     codes = train_set.codes.to(device)
@@ -134,13 +138,11 @@ def train(run_dir: str | os.PathLike, config_file: Optional[str] = None, overrid
     log = MetricsLog(out / "metrics.jsonl", resume_step=start if state is not None else None) if main_process else None
 
     def checkpoint(step: int) -> None:
-        save_checkpoint({
-            "model": model.state_dict(), "model_config": model_config, "optimizer": optimizer.state_dict(),
-            "step": step, "rng": capture_rng(), "num_embeddings": info.num_embeddings, "grid": list(info.grid),
-            "num_classes": num_classes, "stage1_checkpoint_sha256": info.stage1_checkpoint_sha256,
-            "marginal_log_probs": marginal, "config": config.to_dict(), "train_time_s": train_time,
-        }, out / "checkpoint.pt")
-
+        save_checkpoint(out / "checkpoint.pt", "stage2", model=model.state_dict(),
+                        model_config=asdict(model.config), optimizer=optimizer.state_dict(), step=step,
+                        rng=capture_rng(), num_embeddings=info.num_embeddings, grid=list(info.grid),
+                        num_classes=num_classes, stage1_checkpoint_sha256=info.stage1_checkpoint_sha256,
+                        marginal_log_probs=marginal, config=config.to_dict(), environment=environment)
     val_bits = None
     model.train()
     bar = tqdm(total=cfg.steps, initial=start, desc="stage 2", unit="step", disable=not main_process)
@@ -162,7 +164,8 @@ def train(run_dir: str | os.PathLike, config_file: Optional[str] = None, overrid
         done = step + 1
         last = done == cfg.steps
         if done % cfg.log_every == 0 or done % cfg.eval_every == 0 or last:
-            record = {"step": done, "train_bits_per_code": loss.item() / math.log(2), "lr": lr}
+            record = {"step": done, "train_bits_per_code": loss.item() / math.log(2), "lr": lr,
+                      "train_time_s": round(train_time, 3)}
             if done % cfg.eval_every == 0 or last:
                 val_bits = bits_per_code(model, val_codes, val_labels)
                 record["val_bits_per_code"] = val_bits
@@ -178,7 +181,7 @@ def train(run_dir: str | os.PathLike, config_file: Optional[str] = None, overrid
     summary = {"steps": cfg.steps, "final_val_bits_per_code": val_bits, "train_time_s": round(train_time, 3),
                "grids_per_s": round(cfg.steps * cfg.batch_size * accelerator.num_processes / max(train_time, 1e-9), 2),
                "parameters": sum(p.numel() for p in model.parameters()), "num_embeddings": info.num_embeddings,
-               "grid": list(info.grid), "num_classes": num_classes}
+               "grid": list(info.grid), "num_classes": num_classes, **environment}
     if main_process:
         write_json(out / "summary.json", summary)
     return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -151,15 +152,25 @@ def test_mismatched_k_grid_and_checkpoint_are_rejected(tmp_path, tiny_run_templa
         read_code_info(tmp_path / "missing.h5")
 
 
-def test_encode_cli_errors(tiny_run, cli):
-    # a file from another checkpoint is not silently replaced
+def test_code_files_of_another_checkpoint_or_split_are_encoded_again(tiny_run, cli):
+    """Code files are derived data: ones that do not match the checkpoint and split are redone, said why."""
     ckpt = torch.load(tiny_run / "stage1" / "checkpoint.pt", weights_only=True)
     ckpt["step"] += 1  # a different checkpoint file
     torch.save(ckpt, tiny_run / "stage1" / "checkpoint.pt")
     result = cli("stage1_vqvae", "encode", "--run", str(tiny_run))
-    assert result.returncode == 2 and "another stage-1 checkpoint; pass --force" in result.stderr
+    assert result.returncode == 0 and "encoded with another stage-1 checkpoint; encoding again" in result.stdout
+    assert read_code_info(tiny_run / "codes" / "val.h5").stage1_checkpoint_sha256 == \
+        sha256_file(tiny_run / "stage1" / "checkpoint.pt")
+    shutil.copy(tiny_run / "codes" / "train.h5", tiny_run / "codes" / "val.h5")  # train copied over val
+    result = cli("stage1_vqvae", "encode", "--run", str(tiny_run))
+    assert result.returncode == 0 and "split 'train', not the 1000 images of 'val'" in result.stdout
+    assert read_code_info(tiny_run / "codes" / "val.h5", split="val").num_codes == 1000
+
+
+def test_encode_cli_errors(tiny_run, cli):
     result = cli("stage1_vqvae", "encode", "--run", str(tiny_run / "nope"))
     assert result.returncode == 2 and "not a run directory" in result.stderr
+    assert not (tiny_run / "nope").exists()
     (tiny_run / "stage1" / "checkpoint.pt").unlink()
     result = cli("stage1_vqvae", "encode", "--run", str(tiny_run), "--force")
     assert result.returncode == 2 and "stage-1 checkpoint not found" in result.stderr

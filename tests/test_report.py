@@ -6,10 +6,11 @@ import re
 
 import pytest
 import torch
-from torchvision.utils import save_image
-
 from data import UserError, load_config, save_config
+from data.datasets import save_image_grid
+from pipeline import sources
 from pipeline.report import REQUIRED, write_report
+from pipeline.sources import png_text, stamp
 
 K = 16
 BITS = {"learned": 2.5, "marginal": 3.25, "uniform": 4.0, "num_embeddings": K}
@@ -17,7 +18,8 @@ QUALITY = {"fd_reconstructions": 1.5, "fd_learned": 6.0, "fd_marginal": 20.0, "f
            "classifier_val_accuracy": 0.84, "classifier_task": "labels", "fd_samples": 200}
 SUMMARY = {"val_recon_nmse": 0.071, "perplexity": 9.5, "codes_used": 12, "num_embeddings": K,
            "code_counts": [90, 40, 30, 0, 20, 10, 5, 0, 3, 2, 1, 0, 60, 7, 0, 4],
-           "steps": 100, "train_seconds": 12.5, "images_per_s": 1024.0}
+           "steps": 100, "train_seconds": 12.5, "images_per_s": 1024.0,
+           "class_names": ["circle", "square", "triangle"]}  # not Fashion-MNIST's, although that is the dataset
 STAGE2 = {"steps": 100, "final_val_bits_per_code": 2.6, "train_time_s": 30.0, "grids_per_s": 400.0,
           "parameters": 18096, "num_embeddings": K, "grid": [7, 7], "num_classes": 3}
 
@@ -26,9 +28,9 @@ def write_lines(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def grid(path, seed):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(seed)), path, nrow=4)
+def grid(path, seed, text=None):
+    images = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(seed)) - 0.5
+    save_image_grid(images, path, nrow=4, scale=1, text=text)
 
 
 def make_run(root, temperatures=(0.5, 1.0), classes=(0, 1, 2)):
@@ -37,9 +39,10 @@ def make_run(root, temperatures=(0.5, 1.0), classes=(0, 1, 2)):
     (run / "stage1").mkdir(parents=True)
     (run / "stage2").mkdir()
     (run / "report").mkdir()
-    save_config(load_config(overrides=[f"stage1.num_embeddings={K}", "stage2.conditional=true",
-                                       f"sample.temperatures=[{', '.join(map(str, temperatures))}]"]),
-                run / "config.yaml")
+    config = load_config(overrides=[f"stage1.num_embeddings={K}", "stage2.conditional=true",
+                                    f"sample.temperatures=[{', '.join(map(str, temperatures))}]"])
+    save_config(config, run / "config.yaml")
+    samples = png_text(sources.samples(run, config))  # what the grids record: drawn from this run's models
     val1 = {50: {"val_recon_nmse": 0.012, "val_perplexity": 4.5, "val_codes_used": 9},
             100: {"val_recon_nmse": 0.006, "val_perplexity": 9.1, "val_codes_used": 12}}
     write_lines(run / "stage1/metrics.jsonl", [
@@ -51,14 +54,14 @@ def make_run(root, temperatures=(0.5, 1.0), classes=(0, 1, 2)):
     write_lines(run / "stage2/metrics.jsonl", [
         {"step": s, "train_bits_per_code": 4.0 - s / 100, "lr": 1e-3, **val2.get(s, {})} for s in range(10, 101, 10)])
     (run / "stage2/summary.json").write_text(json.dumps(STAGE2))
-    (run / "stage2/bits_per_code.json").write_text(json.dumps(BITS))
+    (run / "stage2/bits_per_code.json").write_text(json.dumps(stamp(BITS, sources.bits(run))))
     for i, prior in enumerate(("learned", "marginal", "uniform")):
-        grid(run / f"samples/{prior}.png", 1 + i)
+        grid(run / f"samples/{prior}.png", 1 + i, samples)
     for i, t in enumerate(temperatures):
-        grid(run / f"samples/temperature_{t}.png", 10 + i)
+        grid(run / f"samples/temperature_{t}.png", 10 + i, samples)
     for c in classes:
-        grid(run / f"samples/class_{c}.png", 20 + c)
-    (run / "report/quality.json").write_text(json.dumps(QUALITY))
+        grid(run / f"samples/class_{c}.png", 20 + c, samples)
+    (run / "report/quality.json").write_text(json.dumps(stamp(QUALITY, sources.quality(run, config))))
     return run
 
 
@@ -108,12 +111,29 @@ def test_index_html_has_every_section_and_inlines_the_run_images(report):
               "samples/temperature_0.5.png", "samples/temperature_1.0.png",
               "samples/class_0.png", "samples/class_1.png", "samples/class_2.png"]
     assert all(embedded(page, run / name) for name in images)
-    assert "T-shirt/top" in page and "Pullover" in page  # class names of the configured dataset
     assert "bits per image" in page and "18,096" in page  # from stage2/summary.json
     sources = re.findall(r"src='([^']*)'", page)
     assert len(sources) == 3 + len(images)  # every <img> is a data URI: nothing external to fetch
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert "http://" not in page and "https://" not in page
+
+
+def test_class_captions_use_the_class_names_of_the_stage1_summary(report):
+    run, _ = report
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", (run / "report/index.html").read_text())
+    assert captions[-3:] == ["0: circle", "1: square", "2: triangle"]
+    assert "T-shirt/top" not in captions
+
+
+@pytest.mark.parametrize("names, first", [({}, "class 0"), ({"class_names": None}, "class 0"),
+                                          ({"class_names": ["circle"]}, "0: circle")])
+def test_classes_without_a_name_are_captioned_by_index(tmp_path, names, first):
+    run = make_run(tmp_path)
+    summary = {**{k: v for k, v in SUMMARY.items() if k != "class_names"}, **names}
+    (run / "stage1/summary.json").write_text(json.dumps(summary))
+    write_report(run)
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", (run / "report/index.html").read_text())
+    assert captions[-3:] == [first, "class 1", "class 2"]
 
 
 def test_missing_optional_inputs_skip_their_parts(tmp_path):

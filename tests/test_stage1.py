@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from conftest import TINY, run_cli
-from data import load_config
+from data import UserError, load_config
 from data.io import read_jsonl
-from stage1_vqvae import VQVAE
+from stage1_vqvae import VQVAE, VQVAEConfig
 from stage1_vqvae import train as train_module
 
 
@@ -47,7 +47,7 @@ def test_from_checkpoint_encodes_and_decodes(tiny_run_template):
 
 def test_for_inference_lays_the_encoder_out_channels_last_and_keeps_its_codes():
     torch.manual_seed(0)
-    model = VQVAE(hidden=16, residual_hidden=8, num_embeddings=32, embedding_dim=8).eval()
+    model = VQVAE(VQVAEConfig(hidden=16, residual_hidden=8, num_embeddings=32, embedding_dim=8)).eval()
     x = torch.rand(8, 1, 28, 28) - 0.5
     with torch.no_grad():
         z, codes = model.encoder(x), model.encode(x)
@@ -69,7 +69,7 @@ def receptive_field(model: VQVAE) -> int:
 @pytest.mark.parametrize("blocks, side", [(0, 18), (1, 26), (2, 34)])
 def test_each_encoder_residual_block_widens_a_code_by_8_pixels(blocks, side):
     torch.manual_seed(0)
-    model = VQVAE(hidden=16, residual_hidden=8, residual_layers=2, encoder_residual_layers=blocks)
+    model = VQVAE(VQVAEConfig(hidden=16, residual_hidden=8, residual_layers=2, encoder_residual_layers=blocks))
     assert receptive_field(model) == side
     assert len(model.decoder.net[1].blocks) == 2  # the decoder keeps residual_layers
 
@@ -143,8 +143,17 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, cli, args, fragment
 
 
 def test_resume_with_other_model_settings_is_a_user_error(tiny_run, cli):
+    saved = (tiny_run / "config.yaml").read_bytes()
     result = cli("stage1_vqvae", "train", "--run", str(tiny_run), "--resume", "--set", "stage1.hidden=32")
-    _assert_user_error(result, "other stage1 settings")
+    _assert_user_error(result, "cannot change stage1.hidden (16 -> 32)")
+    assert (tiny_run / "config.yaml").read_bytes() == saved  # refused before anything was written
+
+
+def test_train_on_a_checkpoint_of_other_settings_is_a_user_error(tiny_run):
+    """The training function itself (the Python API) checks the checkpoint against the config."""
+    config = load_config(tiny_run / "config.yaml", ["stage1.hidden=32", "stage1.steps=30"])
+    with pytest.raises(UserError, match="other stage1 settings"):
+        train_module.train(config, tiny_run, resume=True)
 
 
 def test_corrupt_checkpoint_is_a_user_error(tiny_run, cli):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from data.config import Stage2Config
-from stage2_prior import GatedPixelCNN
+from stage2_prior import GatedPixelCNN, PixelCNNConfig
 
 K = 16
 
@@ -12,11 +12,11 @@ K = 16
 def default_depth_model(**kwargs) -> GatedPixelCNN:
     cfg = Stage2Config()
     torch.manual_seed(0)
-    return GatedPixelCNN(K, hidden=8, layers=cfg.layers, kernel_size=cfg.kernel_size, **kwargs).double().eval()
+    return GatedPixelCNN(K, PixelCNNConfig(hidden=8, layers=cfg.layers, kernel_size=cfg.kernel_size), **kwargs).double().eval()
 
 
 def test_logits_cover_every_code_at_every_position():
-    model = GatedPixelCNN(K, hidden=8, layers=2, kernel_size=3)
+    model = GatedPixelCNN(K, PixelCNNConfig(hidden=8, layers=2, kernel_size=3))
     logits = model(torch.randint(K, (2, 5, 7)))
     assert logits.shape == (2, K, 5, 7)
 
@@ -44,7 +44,7 @@ def test_label_shifts_the_logits_of_a_conditional_model():
 
 
 def test_conditional_model_requires_labels_in_range():
-    model = GatedPixelCNN(K, hidden=8, layers=2, kernel_size=3, num_classes=3)
+    model = GatedPixelCNN(K, PixelCNNConfig(hidden=8, layers=2, kernel_size=3), num_classes=3)
     codes = torch.zeros(2, 3, 3, dtype=torch.int64)
     with pytest.raises(ValueError, match="class-conditional"):
         model(codes)
@@ -53,7 +53,7 @@ def test_conditional_model_requires_labels_in_range():
 
 
 def test_unconditional_model_rejects_labels():
-    model = GatedPixelCNN(K, hidden=8, layers=2, kernel_size=3)
+    model = GatedPixelCNN(K, PixelCNNConfig(hidden=8, layers=2, kernel_size=3))
     with pytest.raises(ValueError, match="unconditional"):
         model(torch.zeros(2, 3, 3, dtype=torch.int64), torch.tensor([0, 1]))
 
@@ -61,4 +61,4 @@ def test_unconditional_model_rejects_labels():
 @pytest.mark.parametrize("kernel_size", [1, 4])
 def test_kernel_size_must_be_odd_and_at_least_three(kernel_size):
     with pytest.raises(ValueError, match="kernel_size"):
-        GatedPixelCNN(K, kernel_size=kernel_size)
+        GatedPixelCNN(K, PixelCNNConfig(kernel_size=kernel_size))

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from stage2_prior import GatedPixelCNN, MarginalPrior, UniformPrior, sample
+from stage2_prior import GatedPixelCNN, MarginalPrior, PixelCNNConfig, UniformPrior, sample
 from stage2_prior.sampling import inverse_cdf
 
 K = 16
@@ -13,7 +13,7 @@ K = 16
 
 def model(dtype=torch.float64, **kwargs) -> GatedPixelCNN:
     torch.manual_seed(0)
-    return GatedPixelCNN(K, hidden=16, layers=4, kernel_size=5, **kwargs).to(dtype)
+    return GatedPixelCNN(K, PixelCNNConfig(hidden=16, layers=4, kernel_size=5), **kwargs).to(dtype)
 
 
 def draw(prior, method, seed=0, n=6, grid=(5, 7), **kwargs) -> torch.Tensor:

@@ -1,0 +1,82 @@
+"""What a derived file was computed from, and whether it still is: the one rule for staleness.
+
+Every file a run derives from its models (``stage2/bits_per_code.json``, the sample grids,
+``report/quality.json``, ``report/metrics.json``) records a *fingerprint* of its sources:
+
+    {"inputs": {"stage2/checkpoint.pt": "<sha256>", ...}, "settings": {...}}
+
+the SHA-256 of every run file it used (paths relative to the run directory) and the settings
+it was made with. JSON files hold it under the key ``computed_from``; PNG files in a text
+chunk of the same name. A derived file is *current* when its recorded fingerprint equals the
+one its sources give now; ``stale_reason`` says why not, in words a log can print
+("stage-2 checkpoint changed since bits_per_code.json").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+from .io import sha256_file
+
+KEY = "computed_from"
+NAMES = {  # how a source is called in messages
+    "config.yaml": "config",
+    "stage1/checkpoint.pt": "stage-1 checkpoint",
+    "stage2/checkpoint.pt": "stage-2 checkpoint",
+    "classifier/checkpoint.pt": "feature classifier",
+    "codes/train.h5": "train codes",
+    "codes/val.h5": "val codes",
+}
+_hashes: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256: each file is hashed once per process
+
+
+def file_hash(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _hashes:
+        _hashes[key] = sha256_file(path)
+    return _hashes[key]
+
+
+def fingerprint(run_dir: str | os.PathLike, inputs: list[str], settings: Optional[dict] = None) -> dict:
+    """The fingerprint of ``inputs`` (paths relative to the run; a missing one hashes as None) and ``settings``."""
+    root = Path(run_dir)
+    hashes = {name: file_hash(root / name) if (root / name).is_file() else None for name in inputs}
+    return {"inputs": hashes, "settings": settings or {}}
+
+
+def recorded(path: str | os.PathLike) -> Optional[dict]:
+    """The fingerprint a derived JSON or PNG file holds, or None (missing, unreadable or unstamped)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".png":
+            from PIL import Image
+
+            with Image.open(path) as image:
+                text = image.text.get(KEY)  # type: ignore[attr-defined]
+            return json.loads(text) if text else None
+        obj = json.loads(path.read_text())
+        return obj.get(KEY) if isinstance(obj, dict) else None
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+def stale_reason(path: str | os.PathLike, expected: dict) -> Optional[str]:
+    """None when ``path`` exists and records ``expected``; else why it must be made again."""
+    path = Path(path)
+    if not path.is_file():
+        return f"{path.name} is missing"
+    found = recorded(path)
+    if found is None:
+        return f"{path.name} does not record what it was computed from"
+    for name, digest in expected["inputs"].items():
+        if found.get("inputs", {}).get(name) != digest:
+            return f"{NAMES.get(name, name)} changed since {path.name}"
+    if found.get("settings") != expected["settings"]:
+        changed = sorted(k for k in {*expected["settings"], *found.get("settings", {})}
+                         if expected["settings"].get(k) != found.get("settings", {}).get(k))
+        return f"settings {', '.join(changed)} changed since {path.name}"
+    return None

@@ -1,0 +1,201 @@
+"""The run directory: where each file of a run lives, who may write it, and which config it holds.
+
+    DIR/config.yaml                    the resolved config (written once the run has really begun)
+    DIR/stage1/  checkpoint.pt  metrics.jsonl  summary.json  reconstructions.png
+    DIR/codes/   train.h5  val.h5
+    DIR/stage2/  checkpoint.pt  metrics.jsonl  summary.json  bits_per_code.json
+    DIR/classifier/checkpoint.pt
+    DIR/samples/*.png   DIR/report/  quality.json  metrics.json  index.html
+
+``resolve_config`` is the one rule every command uses to get a run's config: the saved
+``config.yaml`` (when there is one and the command continues the run), then ``--config``, then
+``--set``; settings a stage has already used may not change (a one-line error that leaves
+``config.yaml`` untouched), later stages may (``--resume --set stage2.steps=3000`` continues
+a finished prior).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from .config import Config, PixelCNNConfig, VQVAEConfig, load_config, save_config
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every file of a run directory, by what it holds."""
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    config = property(lambda self: self.root / "config.yaml")
+    stage1 = property(lambda self: self.root / "stage1")
+    stage1_checkpoint = property(lambda self: self.stage1 / "checkpoint.pt")
+    stage1_summary = property(lambda self: self.stage1 / "summary.json")
+    stage2 = property(lambda self: self.root / "stage2")
+    stage2_checkpoint = property(lambda self: self.stage2 / "checkpoint.pt")
+    stage2_summary = property(lambda self: self.stage2 / "summary.json")
+    bits = property(lambda self: self.stage2 / "bits_per_code.json")
+    classifier_checkpoint = property(lambda self: self.root / "classifier" / "checkpoint.pt")
+    samples = property(lambda self: self.root / "samples")
+    report = property(lambda self: self.root / "report")
+    quality = property(lambda self: self.report / "quality.json")
+
+    def codes(self, split: str) -> Path:
+        return self.root / "codes" / f"{split}.h5"
+
+
+# ---------------------------------------------------------------- resolving a run's config
+
+
+def resolve_config(run_dir: str | os.PathLike, config_file: Optional[str], overrides: list[str],
+                   resume: bool, first_stage: str = "stage1") -> Config:
+    """The config a command runs ``run_dir`` with; nothing is written here.
+
+    ``first_stage`` is the stage the command trains first: a ``stage1`` command starts from
+    ``--config`` (or the shipped default) unless it resumes; a ``stage2`` command always
+    builds on the run's saved config, since stage 1 made its codes. Without ``resume``, a
+    stage that already holds output is refused.
+    """
+    paths = RunPaths(run_dir)
+    continues = paths.config.is_file() and (resume or first_stage == "stage2")
+    if first_stage == "stage2" and not paths.config.is_file():
+        raise UserError(f"{paths.root} is not a run directory (no config.yaml); train stage 1 first")
+    if not resume:
+        refuse_existing_output(paths, first_stage)
+    if not continues:
+        return load_config(config_file or "default", overrides)
+    saved = load_config(paths.config)
+    config = load_config(config_file, overrides, base=saved.to_dict())
+    check_changes(paths, saved, config)
+    return config
+
+
+def refuse_existing_output(paths: RunPaths, first_stage: str) -> None:
+    stage_dir = paths.stage1 if first_stage == "stage1" else paths.stage2
+    if stage_dir.is_dir() and any(stage_dir.iterdir()):
+        raise UserError(f"{stage_dir} already holds output; pass --resume to continue it, or choose a new --run")
+
+
+def check_changes(paths: RunPaths, saved: Config, config: Config) -> None:
+    """Refuse changes to settings that a begun or completed stage has already used."""
+    frozen = {}
+    if paths.stage1_checkpoint.is_file() or paths.stage1_summary.is_file():
+        stage1_done = paths.stage1_summary.is_file()
+        why = f"stage 1 is {'complete' if stage1_done else 'under way'}"
+        keys = [f"data.{k}" for k in fields_of(config.data)] + ["run.seed"]
+        keys += [f"stage1.{k}" for k in (fields_of(config.stage1) if stage1_done else fields_of(VQVAEConfig))]
+        frozen.update(dict.fromkeys(keys, why))
+    if paths.stage2_checkpoint.is_file():
+        keys = (*fields_of(PixelCNNConfig), "conditional", "marginal_smoothing")
+        frozen.update({f"stage2.{k}": "the stage-2 checkpoint was trained with it" for k in keys})
+    for key, why in frozen.items():
+        before, after = lookup(saved, key), lookup(config, key)
+        if before != after:
+            raise UserError(f"cannot change {key} ({before!r} -> {after!r}) when resuming {paths.root}: {why}; "
+                            "start a new --run to change it")
+    check_stage2_continuation(paths, saved, config)
+
+
+def check_stage2_continuation(paths: RunPaths, saved: Config, config: Config) -> None:
+    """A finished prior continues only to more steps; without them, its settings would go unused."""
+    done = read_summary_steps(paths.stage2_summary)
+    if done is None:
+        return
+    if config.stage2.steps < done:
+        raise UserError(f"stage2.steps can only grow when resuming: the prior in {paths.stage2} has trained "
+                        f"{done} steps, got {config.stage2.steps}")
+    if config.stage2.steps == done:
+        changed = [f"stage2.{k}" for k in fields_of(config.stage2)
+                   if getattr(saved.stage2, k) != getattr(config.stage2, k)]
+        if changed:
+            raise UserError(f"cannot change {', '.join(changed)}: the prior in {paths.stage2} is complete at {done} "
+                            "steps; raise stage2.steps to continue it with new settings, or start a new --run")
+
+
+def read_summary_steps(path: Path) -> Optional[int]:
+    try:
+        return int(json.loads(path.read_text())["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def fields_of(obj_or_cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(obj_or_cls)]
+
+
+def lookup(config: Config, dotted: str):
+    section, key = dotted.split(".")
+    return getattr(getattr(config, section), key)
+
+
+def commit_config(run_dir: str | os.PathLike, config: Config) -> None:
+    """Save ``config`` as the run's ``config.yaml`` (once a stage has really begun), if it changed."""
+    path = RunPaths(run_dir).config
+    if not path.is_file() or load_config(path) != config:
+        save_config(config, path)
+
+
+# ---------------------------------------------------------------- one writer per run directory
+
+_held: dict[Path, int] = {}  # run directories this process has locked, and how many times
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike, main_process: bool = True) -> Iterator[None]:
+    """Hold the advisory lock ``DIR/.lock`` while writing into a run; a second writer fails at once.
+
+    ``flock`` ends with its process, so a lock left by a killed command never blocks. Re-entrant
+    within one process (the pipeline's steps call each other), and taken by the main process
+    only under a multi-process launch (only it writes). A run directory that this call created
+    and that holds nothing else when it ends is removed again, so a start that failed on a user
+    error leaves nothing behind and the same command can simply be retried.
+    """
+    root = Path(run_dir).resolve()
+    if not main_process:
+        yield
+        return
+    if root in _held:
+        _held[root] += 1
+        try:
+            yield
+        finally:
+            _held[root] -= 1
+        return
+    created = not root.exists()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the run directory {root}: {exc.strerror}") from None
+    if not root.is_dir():
+        raise UserError(f"{root} is not a directory; choose another --run")
+    try:
+        fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UserError(f"cannot write into the run directory {root}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise UserError(f"run directory in use (pid {owner}): {root}; wait for that command to end") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held[root] = 1
+    try:
+        yield
+    finally:
+        del _held[root]
+        if created and [p.name for p in root.iterdir()] == [".lock"]:
+            (root / ".lock").unlink()
+            root.rmdir()
+        os.close(fd)

@@ -1,0 +1,66 @@
+"""The report's numbers, ``DIR/report/metrics.json``, from a run's parsed files.
+
+The numbers compared (see SPEC.md):
+
+* bits per code: mean -log2 p(code) of the held-out codes under the learned PixelCNN prior,
+  the marginal prior (independent codes with the training frequencies) and the uniform prior
+  (log2 K); the ratio to uniform is the share of the uniform prior's code length still needed;
+* Fréchet distance (pipeline/quality.py) of decoded samples of each prior to real val images,
+  with the decoded val codes (stage-1 reconstructions) as the floor a perfect prior reaches.
+"""
+
+from __future__ import annotations
+
+from stage2_prior import PRIORS
+
+from .results import RunFiles
+
+
+def build_metrics(f: RunFiles) -> dict:
+    """SPEC's keys, plus ratios to the uniform prior, stage-2 curves' last values and timings."""
+    bits = {p: float(f.bits[p]) for p in PRIORS}
+    fd = {k: float(f.quality[k]) for k in ("fd_reconstructions", "fd_learned", "fd_marginal", "fd_uniform")}
+    k = int(f.bits["num_embeddings"])
+    grid = f.stage2.get("grid")  # (h, w) of a code grid, from stage2/summary.json
+    return {
+        "num_embeddings": k,
+        "bits_per_code": bits,
+        "bits_per_code_ratio_to_uniform": {p: ratio(bits[p], bits["uniform"]) for p in PRIORS},
+        "stage1": {
+            "val_recon_nmse": f.stage1["val_recon_nmse"],
+            "perplexity": f.stage1["perplexity"],
+            "codes_used": f.stage1["codes_used"],
+            "codes_used_fraction": f.stage1["codes_used"] / k,
+            **{key: f.stage1.get(key) for key in ("steps", "train_seconds", "images_per_s")},
+        },
+        "bits_per_image": {p: bits[p] * grid[0] * grid[1] for p in PRIORS} if grid else None,
+        "stage2": {
+            "steps": f.stage2.get("steps", last(f.stage2_rows, "step")),
+            "final_train_bits_per_code": last(f.stage2_rows, "train_bits_per_code"),
+            "final_val_bits_per_code": last(f.stage2_rows, "val_bits_per_code"),
+            "train_seconds": f.stage2.get("train_time_s"),
+            "grids_per_s": f.stage2.get("grids_per_s"),
+            "parameters": f.stage2.get("parameters"),
+            "grid": grid,
+        },
+        "sample_quality": {
+            **fd,
+            "fd_learned_over_uniform": ratio(fd["fd_learned"], fd["fd_uniform"]),
+            "fd_marginal_over_uniform": ratio(fd["fd_marginal"], fd["fd_uniform"]),
+            "classifier_val_accuracy": f.quality.get("classifier_val_accuracy"),
+            "classifier_task": f.quality.get("classifier_task"),
+            "fd_samples": f.quality.get("fd_samples"),
+        },
+        "dataset": f.config.data.dataset,
+        "seed": f.config.run.seed,
+    }
+
+
+def ratio(a: float, b: float) -> float | None:
+    """``a / b``, or None when ``b`` is zero."""
+    return a / b if b else None
+
+
+def last(rows: list[dict], key: str):
+    """The value of ``key`` in the last row that has it, or None."""
+    return next((row[key] for row in reversed(rows) if key in row), None)

@@ -1,0 +1,73 @@
+"""What each derived file of a run is computed from (``data.provenance`` fingerprints).
+
+    bits_per_code.json   the stage-2 checkpoint and the val codes
+    samples/*.png        both checkpoints and the sampling settings
+    report/quality.json  both checkpoints, the val codes, the feature classifier's settings and
+                         the sampling settings the Fréchet distances use
+
+``stale_parts`` lists the report's inputs that no longer match the run's models, with the
+command that refreshes each; ``pipeline run --resume`` redoes exactly those steps.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from data.config import Config
+from data.provenance import KEY, fingerprint, stale_reason
+from data.rundir import RunPaths
+from stage2_prior import PRIORS
+from stage2_prior.evaluate import BITS_INPUTS
+
+
+def bits(run: Path) -> dict:
+    return fingerprint(run, BITS_INPUTS)
+
+
+def sampling_settings(config: Config) -> dict:
+    s = config.sample
+    return {"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p, "seed": config.run.seed}
+
+
+def samples(run: Path, config: Config) -> dict:
+    settings = {**sampling_settings(config), "n": config.sample.n, "temperatures": config.sample.temperatures}
+    return fingerprint(run, ["stage1/checkpoint.pt", "stage2/checkpoint.pt"], settings)
+
+
+def quality(run: Path, config: Config) -> dict:
+    from .quality import classifier_settings
+
+    settings = {**sampling_settings(config), "fd_samples": config.sample.fd_samples,
+                "temperatures": config.sample.temperatures, "classifier": classifier_settings(config)}
+    return fingerprint(run, ["stage1/checkpoint.pt", "stage2/checkpoint.pt", "codes/val.h5"], settings)
+
+
+def sample_grids(run: Path, config: Config) -> list[Path]:
+    """The grids ``pipeline run`` draws: one per prior and the temperature sweep."""
+    out = RunPaths(run).samples
+    return ([out / f"{prior}.png" for prior in PRIORS]
+            + [out / f"temperature_{float(t):g}.png" for t in config.sample.temperatures])
+
+
+def stale_parts(run: Path, config: Config) -> list[tuple[Path, str]]:
+    """(file, why) for every derived report input that does not describe the run's current models.
+
+    The three prior grids must exist; the sweep's and per-class grids are checked when present
+    (the report leaves out those that are not).
+    """
+    paths = RunPaths(run)
+    grids = [*sample_grids(run, config), *paths.samples.glob("class_*.png")]
+    checks = [(paths.bits, bits(run)), (paths.quality, quality(run, config))]
+    checks += [(grid, samples(run, config)) for grid in grids if grid.exists() or grid.stem in PRIORS]
+    return [(path, why) for path, expected in checks if (why := stale_reason(path, expected))]
+
+
+def stamp(obj: dict, sources: dict) -> dict:
+    """``obj`` with its fingerprint under ``computed_from`` (for JSON outputs)."""
+    return {**obj, KEY: sources}
+
+
+def png_text(sources: dict) -> dict:
+    """The PNG text chunk that records a grid's fingerprint."""
+    return {KEY: json.dumps(sources, sort_keys=True)}
