@@ -24,7 +24,7 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import yaml
 
@@ -33,6 +33,7 @@ from .io import write_text
 
 DATASETS = ("fashion_mnist_embedded", "fashion_mnist", "mnist", "cifar10", "image_folder")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
+LIKELIHOODS = ("gaussian", "logistic")
 MAX_SEED = 2**32 - 1  # derived seeds (seed * 1_000_003 + epoch, ...) stay far inside torch's 64-bit range
 
 
@@ -63,6 +64,8 @@ class DataConfig:
     image_size: Optional[int] = between(None, 8, 4096)  # None = the dataset's native size (image_folder: 32)
     channels: Optional[int] = choice(None, (None, 1, 3))  # None = native; 1 = grayscale, 3 = RGB
     val_fraction: float = between(0.1, 0.01, 0.9)  # held-out share for datasets without an official split
+    cache_dir: Optional[str] = None  # where image folders are decoded to; None = ~/.cache/vqprior
+    workers: Optional[int] = between(None, 1, 1024)  # processes that decode an image folder; None = all cores
 
 
 @dataclass
@@ -83,6 +86,10 @@ class VQVAEConfig:
     # same code and the grids are far more predictable for the prior (see README, design notes).
     encoder_residual_layers: int = between(0, 0, 64)
     downsamples: int = between(2, 1, 8)  # stride-2 convs: 28x28 -> 7x7 with 2
+    # The decoder's likelihood of 8-bit pixels (stage1_vqvae.likelihood): "gaussian" trains on MSE and
+    # fits one scale per channel afterwards; "logistic" outputs a mean and a log-scale per sub-pixel
+    # and trains on the discretised-logistic NLL (PixelCNN++).
+    likelihood: str = choice("gaussian", LIKELIHOODS)
 
 
 @dataclass
@@ -121,6 +128,7 @@ class Stage2Config(PixelCNNConfig):
     lr_schedule: str = choice("cosine", ("cosine", "constant"))
     warmup_steps: int = between(50, 0, 10**9)
     grad_clip: float = between(1.0, 0.0, 1e6)  # max global gradient norm; 0 = no clipping
+    ema_decay: float = between(0.0, 0.0, 0.99999)  # moving average of the weights for eval and sampling; 0 = off
     marginal_smoothing: float = between(1.0, 0.0, 1e6)  # add-alpha smoothing of the marginal prior's code counts
     log_every: int = positive(50)
     eval_every: int = positive(250)
@@ -142,6 +150,8 @@ class SampleConfig:
                                       metadata={"min": 1e-3, "max": 100.0})
     fd_samples: int = between(1000, 2, 10**7)  # generated images per prior for the Frechet distance
     classifier_steps: int = positive(600)  # training steps of the feature classifier
+    # Inception FID beside the classifier FD (needs the `fid` extra); auto = on with a GPU, off on CPU
+    inception_fid: Union[bool, str] = choice("auto", ("auto", True, False))
 
 
 @dataclass
@@ -310,7 +320,7 @@ def _check_value(key: str, value: Any, typ, meta) -> Any:
     if "choices" in meta and value not in meta["choices"]:
         close = difflib.get_close_matches(str(value), [str(c) for c in meta["choices"]], n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise UserError(f"config key '{key}' must be one of {', '.join(map(str, meta['choices']))}, "
+        raise UserError(f"config key '{key}' must be one of {', '.join(map(yaml_text, meta['choices']))}, "
                         f"got {value!r}{hint}")
     if "min" in meta and value < meta["min"]:
         raise UserError(f"config key '{key}' must be at least {meta['min']}, got {value!r}")
@@ -321,6 +331,11 @@ def _check_value(key: str, value: Any, typ, meta) -> Any:
     if meta.get("odd") and value % 2 == 0:
         raise UserError(f"config key '{key}' must be odd, got {value!r}")
     return value
+
+
+def yaml_text(value) -> str:
+    """A choice as YAML spells it (true, false, null)."""
+    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
 
 
 def _merge(base: dict, update: dict) -> dict:

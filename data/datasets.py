@@ -1,8 +1,10 @@
-"""Image datasets as in-memory uint8 tensors, and the one definition of the model's value range.
+"""Image datasets as uint8 image arrays, and the one definition of the model's value range.
 
 Every dataset becomes an ``ImageSet``: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,)
-or None. Small research datasets fit in memory, and batching by indexing a tensor is both
-the fastest loader on CPU and trivially reproducible (a batch is a function of the step).
+or None. The built-in datasets are small and live in memory as tensors; an image folder is
+decoded once into an on-disk store (``data.folder_store``) whose ``StoredImages`` index like a
+tensor, so a folder of any size trains with flat memory. Batching by indexing is both the
+fastest loader on CPU and trivially reproducible (a batch is a function of the step).
 
 Value range: the model sees ``x / 255 - 0.5`` in [-0.5, 0.5] (as in the seed notebook), and
 NMSE divides the mean squared error by the variance of the training images in that range.
@@ -22,17 +24,17 @@ import torch
 
 from .config import DataConfig
 from .errors import UserError
+from .folder_store import open_store
 from .io import atomic_path
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 SPLIT_SEED = 20170825  # fixed, so the train/val split never depends on run.seed
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
 @dataclass
 class ImageSet:
-    images: torch.Tensor  # uint8 (N, C, H, W)
+    images: torch.Tensor  # uint8 (N, C, H, W); for an image folder a StoredImages read from disk on demand
     labels: Optional[torch.Tensor]  # int64 (N,) or None
     class_names: Optional[tuple[str, ...]]
     dataset: str
@@ -77,9 +79,25 @@ def save_image_grid(images: torch.Tensor, path, nrow: int, scale: int = 2, text:
         Image.fromarray(pixels).save(tmp, format="png", pnginfo=info)
 
 
-def data_variance(images: torch.Tensor) -> float:
-    """Variance of the training images in the model range: the NMSE denominator."""
-    return to_model_range(images).var().item()
+def data_variance(images) -> float:
+    """Variance of the training images in the model range: the NMSE denominator.
+
+    In-memory images in one pass; a folder's stored images in chunks (float64 sums), so memory
+    stays flat however many there are.
+    """
+    if torch.is_tensor(images):
+        return to_model_range(images).var().item()
+    total, squares, count = 0.0, 0.0, 0
+    for chunk in images.split(4096):
+        x = to_model_range(chunk).double()
+        total, squares, count = total + x.sum().item(), squares + x.square().sum().item(), count + x.numel()
+    mean = total / count
+    return (squares - count * mean * mean) / max(count - 1, 1)
+
+
+def on_device(images, device):
+    """In-memory images move to the device once; stored images stay on disk, read a batch at a time."""
+    return images.to(device) if torch.is_tensor(images) else images
 
 
 def load_split(cfg: DataConfig, split: str) -> ImageSet:
@@ -88,27 +106,31 @@ def load_split(cfg: DataConfig, split: str) -> ImageSet:
         raise UserError(f"split must be 'train' or 'val', got {split!r}")
     loaders = {
         "fashion_mnist_embedded": _embedded_fashion_mnist,
-        "fashion_mnist": _torchvision,
-        "mnist": _torchvision,
+        "fashion_mnist": _idx_dataset,
+        "mnist": _idx_dataset,
         "cifar10": _torchvision,
         "image_folder": _image_folder,
     }
     data = loaders[cfg.dataset](cfg, split)
-    return _convert(data, cfg)
+    return data if cfg.dataset == "image_folder" else _convert(data, cfg)  # a store is made at the asked format
 
 
 # ---------------------------------------------------------------- embedded Fashion-MNIST
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    """Read a gzipped IDX file (the MNIST family's format): magic, dims, then uint8 data."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise UserError(f"{path} is not a uint8 IDX file")
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    """Read an IDX file (the MNIST family's format), gzipped or not: magic, dims, then uint8 data."""
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            raw = f.read()
+        zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+        shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+        data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    except (OSError, EOFError, struct.error, ValueError) as exc:
+        raise UserError(f"cannot read IDX file {path} ({type(exc).__name__}); replace it with an intact copy") from None
+    if zero != 0 or dtype_code != 0x08 or data.size != int(np.prod(shape)):
+        raise UserError(f"{path} is not a complete uint8 IDX file; replace it with an intact copy")
+    return data.reshape(shape)
 
 
 def _embedded_fashion_mnist(cfg: DataConfig, split: str) -> ImageSet:
@@ -125,6 +147,47 @@ def _split_index(n: int, val_fraction: float, split: str) -> torch.Tensor:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
     n_val = max(1, round(n * val_fraction))
     return order[n - n_val:] if split == "val" else order[: n - n_val]
+
+
+# ---------------------------------------------------------------- MNIST and Fashion-MNIST from IDX files
+
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # val = the official test split
+TORCHVISION_FOLDER = {"fashion_mnist": "FashionMNIST", "mnist": "MNIST"}
+
+
+def find_idx(root: Path, dataset: str, name: str) -> Optional[Path]:
+    """``name`` (gzipped or not) directly in ``root`` (as Debian ships it) or in torchvision's ``<Name>/raw``."""
+    for folder in (root, root / TORCHVISION_FOLDER[dataset] / "raw"):
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _idx_dataset(cfg: DataConfig, split: str) -> ImageSet:
+    """MNIST / Fashion-MNIST read straight from the standard IDX files under ``data.root``.
+
+    No download is attempted when the files are there; otherwise torchvision downloads them
+    (``data.download``), and without internet the error names the files to put in place.
+    """
+    root = Path(cfg.root)
+    names = IDX_FILES[split]
+    found = [find_idx(root, cfg.dataset, name) for name in names]
+    if None in found and cfg.download:
+        _torchvision(cfg, split)  # downloads into root/<Name>/raw, or fails with a clear error
+        found = [find_idx(root, cfg.dataset, name) for name in names]
+    if None in found:
+        raise UserError(f"{cfg.dataset} {split} files not found under {root.resolve()}: expected "
+                        f"{' and '.join(names)} (optionally .gz) there or in {TORCHVISION_FOLDER[cfg.dataset]}/raw/ "
+                        "(Debian's dataset-fashion-mnist ships them in /usr/share/datasets/fashion-mnist); "
+                        "set data.root to that folder")
+    images, labels = (_read_idx(path) for path in found)
+    if images.ndim != 3 or labels.shape != images.shape[:1]:
+        raise UserError(f"{found[0]} and {found[1]} do not hold matching images (N, H, W) and labels (N,)")
+    classes = FASHION_MNIST_CLASSES if cfg.dataset == "fashion_mnist" else tuple(str(d) for d in range(10))
+    return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
+                    classes, cfg.dataset, split)
 
 
 # ---------------------------------------------------------------- torchvision datasets
@@ -152,35 +215,11 @@ def _torchvision(cfg: DataConfig, split: str) -> ImageSet:
 
 
 def _image_folder(cfg: DataConfig, split: str) -> ImageSet:
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms import functional as TF
-
-    root = Path(cfg.root)
-    if not root.is_dir():
-        raise UserError(f"image folder not found: {root} (set data.root to a folder of images)")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise UserError(f"no images found in {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    # Immediate subfolders name the classes, as in torchvision's ImageFolder; flat folders have no labels.
-    class_names = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
-    labelled = class_names and all(len(p.relative_to(root).parts) > 1 for p in files)
-    index = _split_index(len(files), cfg.val_fraction, split).tolist()
-    size = cfg.image_size or 32
-    mode = "L" if cfg.channels == 1 else "RGB"
-    images = []
-    for i in index:
-        try:
-            with Image.open(files[i]) as img:
-                img = img.convert(mode)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise UserError(f"cannot read image {files[i]} ({type(exc).__name__}); remove or fix it") from None
-        img = TF.center_crop(TF.resize(img, size), [size, size])
-        images.append(TF.pil_to_tensor(img))
-    labels = None
-    if labelled:
-        lookup = {name: k for k, name in enumerate(class_names)}
-        labels = torch.tensor([lookup[files[i].relative_to(root).parts[0]] for i in index], dtype=torch.int64)
-    return ImageSet(torch.stack(images), labels, tuple(class_names) if labelled else None, cfg.dataset, split)
+    """A folder's split, read from its decoded store (``data.folder_store``; decoded once, in parallel)."""
+    store = open_store(cfg.root, cfg.image_size or 32, cfg.channels, cfg.cache_dir, cfg.workers)
+    index = _split_index(store.shape[0], cfg.val_fraction, split)
+    labels = store.labels[index] if store.labels is not None else None
+    return ImageSet(store.subset(index), labels, store.class_names, cfg.dataset, split)
 
 
 # ---------------------------------------------------------------- size and channel conversion

@@ -8,6 +8,7 @@ the new one, never a torn one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -20,20 +21,56 @@ import torch
 from .errors import UserError
 
 
+# Write failures that are the user's to fix (disk, permissions), as the words an error prints.
+WRITE_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                errno.EPERM: "operation not permitted", errno.ENOTDIR: "a parent is a file, not a folder",
+                errno.EISDIR: "it is a directory"}
+
+
+def write_error(path: Path, exc: OSError) -> UserError:
+    """A one-line error for a failed write of ``path``; earlier complete files are untouched."""
+    reason = WRITE_ERRORS.get(exc.errno, exc.strerror or type(exc).__name__)
+    return UserError(f"cannot write {path}: {reason}; nothing was changed there, fix it and run the command again")
+
+
+def check_output_path(path: Path) -> None:
+    """Refuse output paths that cannot be files: a directory, or one below a file."""
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a directory; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"cannot write {path}: {parent} is a file, not a folder")
+            break
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
+
+    The temporary file is removed whatever happens (an error, Ctrl-C, SIGTERM through
+    ``data.cli``); a full disk or a read-only folder is a one-line ``UserError``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    check_output_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     os.close(fd)
     tmp = Path(tmp)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; finished files get the usual permissions
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; finished files get the usual permissions
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in WRITE_ERRORS:
+            raise write_error(path, exc) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -14,6 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "configs" / "tiny.yaml"
 
 torch.set_num_threads(2)
+# Image-folder stores go to a fresh cache for the session (inherited by the commands tests run).
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="vqprior-test-cache-")
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

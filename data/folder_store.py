@@ -1,0 +1,275 @@
+"""Image folders decoded once, in parallel, into an on-disk uint8 store that every step reuses.
+
+A folder of images (class subfolders become labels, as in torchvision's ``ImageFolder``) is
+decoded by worker processes into a store directory under ``data.cache_dir``:
+
+    images.u8    raw uint8 array (N, C, S, S), written image by image as the workers finish
+    labels.i64   raw int64 array (N,), when every image sits in a class subfolder
+    index.json   the file list with each file's size and modification time, the image size,
+                 the channel count, the class names and the store format
+
+The store is keyed by the folder's absolute path and the requested size and channels, and is
+rebuilt when the file list, a size or a modification time changes. It is written to a temporary
+directory and renamed into place when complete, so a killed build leaves no half store.
+
+``StoredImages`` reads rows by index with ``os.pread``: a batch costs a few small reads, and
+memory does not grow with the number of images (no memory map, whose touched pages would stay
+resident). The train/val split is a fixed permutation of the files, as for the other datasets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .errors import UserError
+
+STORE_VERSION = 1
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/vqprior`` (``~/.cache/vqprior``): user-writable, outside the data and the runs."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vqprior"
+
+
+# ---------------------------------------------------------------- listing the folder
+
+
+def list_images(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise UserError(f"image folder not found: {root} (set data.root to a folder of images)")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not files:
+        raise UserError(f"no images found in {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    if len(files) < 2:
+        raise UserError(f"{root} holds a single image; a train/val split needs at least 2 (and a batch more)")
+    return files
+
+
+def listing(root: Path, files: list[Path]) -> list[list]:
+    """[relative path, size, mtime_ns] per file: what makes a store out of date when it changes."""
+    rows = []
+    for path in files:
+        stat = path.stat()
+        rows.append([str(path.relative_to(root)), stat.st_size, stat.st_mtime_ns])
+    return rows
+
+
+def class_names_of(rel_paths: list[str]) -> Optional[list[str]]:
+    """Immediate subfolders name the classes when every image sits in one; a flat folder has none."""
+    parts = [Path(p).parts for p in rel_paths]
+    if not all(len(p) > 1 for p in parts):
+        return None
+    return sorted({p[0] for p in parts})
+
+
+# ---------------------------------------------------------------- decoding (runs in the workers)
+
+
+def image_mode(path: str) -> str:
+    """``L`` when the image is grayscale (including a gray palette), else ``RGB``; reads the header only."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            palette = img.getpalette() if img.mode == "P" else None
+            gray_palette = palette is not None and palette[0::3] == palette[1::3] == palette[2::3]
+            return "L" if img.mode in GRAYSCALE_MODES or gray_palette else "RGB"
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        return f"error: cannot read image {path} ({type(exc).__name__}); remove or fix it"
+
+
+def decode(task: tuple[str, str, int]):
+    """(path, mode, size) -> uint8 array (C, size, size), or an error string naming the file.
+
+    Resizes the shorter side to ``size`` (bilinear, antialiased) and crops the centre, as
+    torchvision's ``resize`` + ``center_crop`` do. 16-bit grayscale is scaled to 8 bits.
+    Decompression bombs and modes PIL cannot convert are refused with the file's name.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path, mode, size = task
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                img = to_mode(img, mode)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return f"error: image {path} is too large to decode safely (a decompression bomb?); remove or shrink it"
+    except ValueError as exc:
+        return f"error: cannot convert image {path} to {mode} ({exc}); convert it to RGB or grayscale"
+    except (UnidentifiedImageError, OSError) as exc:
+        return f"error: cannot read image {path} ({type(exc).__name__}); remove or fix it"
+    width, height = img.size
+    short, long_ = (width, height) if width <= height else (height, width)
+    new_long = int(size * long_ / short)
+    img = img.resize((size, new_long) if width <= height else (new_long, size), Image.BILINEAR)
+    left, top = int(round((img.width - size) / 2.0)), int(round((img.height - size) / 2.0))
+    array = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    return (array[None] if array.ndim == 2 else array.transpose(2, 0, 1)).copy()
+
+
+def to_mode(img, mode: str):
+    """``img`` as ``L`` or ``RGB``: 16-bit grayscale scaled down (not clipped), CIELAB colour-managed
+    to sRGB, transparent pixels black; a mode PIL cannot convert raises ValueError (refused)."""
+    from PIL import Image
+
+    if img.mode in ("I", "I;16", "I;16B", "I;16L") and mode == "L":
+        wide = np.asarray(img, dtype=np.int64)
+        shift = 8 if wide.max(initial=0) > 255 else 0
+        return Image.fromarray((wide >> shift).clip(0, 255).astype(np.uint8), "L")
+    if img.mode == "LAB":  # CIELAB, as TIFFs may hold it: colour-managed to sRGB (PIL's convert garbles it)
+        from PIL import ImageCms
+
+        lab_to_srgb = ImageCms.buildTransformFromOpenProfiles(ImageCms.createProfile("LAB"),
+                                                               ImageCms.createProfile("sRGB"), "LAB", "RGB")
+        img = ImageCms.applyTransform(img, lab_to_srgb)
+    if img.mode in ("LA", "RGBA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        background = Image.new("RGBA", img.size, (0, 0, 0, 255))  # transparent pixels become black
+        img = Image.alpha_composite(background, img.convert("RGBA"))
+    return img.convert(mode)
+
+
+# ---------------------------------------------------------------- building and opening the store
+
+
+def store_path(cache_dir: Path, root: Path, size: int, channels: Optional[int]) -> Path:
+    key = hashlib.sha256(f"{root.resolve()}|{size}|{channels}|v{STORE_VERSION}".encode()).hexdigest()[:16]
+    return cache_dir / "folders" / f"{root.resolve().name}-{key}"
+
+
+def open_store(root: str | os.PathLike, size: int, channels: Optional[int], cache_dir: Optional[str] = None,
+               workers: Optional[int] = None, log=print) -> "FolderStore":
+    """The folder's store, decoding the folder first when there is none or it is out of date."""
+    root = Path(root)
+    files = list_images(root)
+    rows = listing(root, files)
+    path = store_path(Path(cache_dir) if cache_dir else default_cache_dir(), root, size, channels)
+    index = read_index(path)
+    if index is not None and index["files"] == rows:
+        return FolderStore(path, index)
+    why = "no store yet" if index is None else "the folder changed since it was decoded"
+    log(f"decoding {len(files)} images of {root} into {path} ({why})")
+    build(path, root, rows, size, channels, workers or os.cpu_count() or 1)
+    return FolderStore(path, read_index(path))
+
+
+def read_index(path: Path) -> Optional[dict]:
+    try:
+        index = json.loads((path / "index.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return index if isinstance(index, dict) and index.get("version") == STORE_VERSION else None
+
+
+def build(path: Path, root: Path, rows: list[list], size: int, channels: Optional[int], workers: int) -> None:
+    """Decode every file with ``workers`` processes into a temporary store, then rename it to ``path``."""
+    files = [str(root / rel) for rel, _, _ in rows]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    except OSError as exc:
+        raise UserError(f"cannot write the image store under {path.parent} ({exc.strerror}); "
+                        "set data.cache_dir to a writable folder") from None
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            mode = {1: "L", 3: "RGB"}.get(channels) or native_mode(pool, files)
+            with open(tmp / "images.u8", "wb") as out:
+                tasks = ((f, mode, size) for f in files)
+                for array in tqdm(pool.imap(decode, tasks, chunksize=64), total=len(files), desc="decode images",
+                                  unit="img", dynamic_ncols=True):
+                    if isinstance(array, str):
+                        raise UserError(array.removeprefix("error: "))
+                    out.write(array.tobytes())
+        names = class_names_of([rel for rel, _, _ in rows])
+        if names is not None:
+            lookup = {name: k for k, name in enumerate(names)}
+            labels = np.array([lookup[Path(rel).parts[0]] for rel, _, _ in rows], dtype=np.int64)
+            (tmp / "labels.i64").write_bytes(labels.tobytes())
+        index = {"version": STORE_VERSION, "root": str(root.resolve()), "size": size,
+                 "channels": 1 if mode == "L" else 3, "count": len(files), "class_names": names, "files": rows}
+        (tmp / "index.json").write_text(json.dumps(index))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UserError(f"cannot write the image store {path} ({exc.strerror}); free space or set data.cache_dir") \
+            from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def native_mode(pool, files: list[str]) -> str:
+    """``L`` when every image is grayscale, else ``RGB`` (headers read by the workers)."""
+    mode = "L"
+    for found in pool.imap(image_mode, files, chunksize=256):
+        if found.startswith("error: "):
+            raise UserError(found.removeprefix("error: "))
+        if found == "RGB":
+            mode = "RGB"
+    return mode
+
+
+class FolderStore:
+    """An opened store: ``images(indices)`` reads rows, ``labels`` and ``class_names`` describe them."""
+
+    def __init__(self, path: Path, index: dict):
+        self.path, self.index = path, index
+        self.shape = (index["count"], index["channels"], index["size"], index["size"])
+        self.class_names = tuple(index["class_names"]) if index["class_names"] else None
+        labels = path / "labels.i64"
+        self.labels = torch.from_numpy(np.fromfile(labels, dtype=np.int64)) if labels.exists() else None
+        expected = int(np.prod(self.shape))
+        if (path / "images.u8").stat().st_size != expected:
+            raise UserError(f"the image store {path} is damaged; delete it to decode the folder again")
+
+    def subset(self, indices: torch.Tensor) -> "StoredImages":
+        return StoredImages(self.path / "images.u8", self.shape[1:], indices)
+
+
+class StoredImages:
+    """uint8 images (N, C, H, W) of a store, read on demand: indexing, slicing and ``split`` give tensors."""
+
+    def __init__(self, file: Path, image_shape: tuple[int, int, int], rows: torch.Tensor):
+        self.file, self.image_shape, self.rows = file, tuple(image_shape), rows.to(torch.int64)
+        self.row_bytes = int(np.prod(self.image_shape))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.image_shape)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, int):
+            return self[torch.tensor([index])][0]
+        wanted = self.rows[index] if not torch.is_tensor(index) else self.rows[index.cpu()]
+        out = np.empty((len(wanted), self.row_bytes), dtype=np.uint8)
+        fd = os.open(self.file, os.O_RDONLY)
+        try:
+            for i, row in enumerate(wanted.tolist()):
+                out[i] = np.frombuffer(os.pread(fd, self.row_bytes, row * self.row_bytes), dtype=np.uint8)
+        finally:
+            os.close(fd)
+        return torch.from_numpy(out).view(len(wanted), *self.image_shape)
+
+    def split(self, size: int) -> Iterator[torch.Tensor]:
+        for start in range(0, len(self), size):
+            yield self[start:start + size]

@@ -1,0 +1,134 @@
+"""Image folders: decoded once in parallel into a store, reused, rebuilt when the folder changes, hostile files."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from data import load_config, load_split
+from data import folder_store
+from data.errors import UserError
+
+
+def write_folder(root, n=12, mode="L", size=(20, 16)):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        shape = (size[1], size[0]) if mode == "L" else (size[1], size[0], 3)
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(root / f"{'ab'[i % 2]}" / f"{i}.png")
+
+
+@pytest.fixture
+def folder(tmp_path):
+    for name in "ab":
+        (tmp_path / "images" / name).mkdir(parents=True)
+    write_folder(tmp_path / "images")
+    return tmp_path / "images"
+
+
+def config(folder, tmp_path, *extra):
+    return load_config(None, ["data.dataset=image_folder", f"data.root={folder}", "data.image_size=8",
+                              f"data.cache_dir={tmp_path / 'cache'}", "data.workers=2", *extra]).data
+
+
+def test_the_store_holds_the_decoded_resized_images_and_labels(folder, tmp_path):
+    cfg = config(folder, tmp_path)
+    train, val = load_split(cfg, "train"), load_split(cfg, "val")
+    assert train.images.shape == (11, 1, 8, 8) and val.images.shape == (1, 1, 8, 8)
+    assert train.class_names == ("a", "b") and sorted(train.labels.tolist() + val.labels.tolist()) == [0] * 6 + [1] * 6
+    # the same pixels as a direct decode + resize + centre crop of each file
+    files = sorted(folder.rglob("*.png"))
+    expected = torch.stack([torch.from_numpy(folder_store.decode((str(f), "L", 8))) for f in files])
+    index = torch.cat([load_split(cfg, s).images.rows for s in ("train", "val")])
+    assert torch.equal(torch.cat([train.images[torch.arange(11)], val.images[0:1]]), expected[index])
+
+
+def test_a_second_load_reuses_the_store_and_a_changed_folder_is_decoded_again(folder, tmp_path, monkeypatch):
+    cfg = config(folder, tmp_path)
+
+    def everything():
+        return torch.cat([load_split(cfg, s).images[0:12] for s in ("train", "val")])
+
+    first = everything()
+    builds = []
+    real_build = folder_store.build
+    monkeypatch.setattr(folder_store, "build", lambda *a, **k: builds.append(1) or real_build(*a, **k))
+    assert torch.equal(everything(), first) and builds == []
+    path = sorted(folder.rglob("*.png"))[3]
+    Image.fromarray(np.zeros((16, 20), dtype=np.uint8), "L").save(path)  # same name, new content
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    changed = everything()
+    assert builds == [1] and not torch.equal(changed, first)  # rebuilt once, then found current by the other split
+
+
+def interrupted_after_three(items, **kwargs):
+    for i, item in enumerate(items):
+        if i == 3:
+            raise KeyboardInterrupt
+        yield item
+
+
+def test_a_killed_build_leaves_no_store(folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(folder_store, "tqdm", interrupted_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        load_split(config(folder, tmp_path, "data.workers=1"), "train")
+    assert list((tmp_path / "cache" / "folders").iterdir()) == []
+
+
+def test_reading_from_the_store_matches_for_any_index_order(folder, tmp_path):
+    images = load_split(config(folder, tmp_path), "train").images
+    everything = images[torch.arange(len(images))]
+    order = torch.tensor([5, 0, 9, 5])
+    assert torch.equal(images[order], everything[order])
+    assert torch.equal(torch.cat(list(images.split(3))), everything) and torch.equal(images[2], everything[2])
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    (tmp_path / "f").mkdir()
+    for value in (0, 40000):
+        Image.fromarray(np.full((8, 8), value, dtype=np.uint16)).save(tmp_path / "f" / f"{value}.png")
+    cfg = load_config(None, ["data.dataset=image_folder", f"data.root={tmp_path / 'f'}", "data.image_size=8",
+                             f"data.cache_dir={tmp_path / 'cache'}", "data.val_fraction=0.5"]).data
+    values = sorted(int(load_split(cfg, s).images[0].max()) for s in ("train", "val"))
+    assert values == [0, 40000 >> 8]
+
+
+def test_a_lab_tiff_is_converted_to_srgb(tmp_path):
+    (tmp_path / "f").mkdir()
+    for name, lab in (("white", (255, 128, 128)), ("black", (0, 128, 128))):  # L* 100 / 0, a* = b* = 0
+        Image.new("LAB", (8, 8), lab).save(tmp_path / "f" / f"{name}.tif")
+        Image.open(tmp_path / "f" / f"{name}.tif").load()
+    white = folder_store.decode((str(tmp_path / "f" / "white.tif"), "RGB", 8))
+    black = folder_store.decode((str(tmp_path / "f" / "black.tif"), "RGB", 8))
+    assert white.min() >= 250 and black.max() <= 5
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b"not an image"), "cannot read image"),
+    (lambda p: Image.new("L", (200, 200)).save(p), "decompression bomb"),
+])
+def test_hostile_files_are_one_line_errors_naming_the_file(folder, tmp_path, monkeypatch, make, message):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # the 200x200 image counts as a bomb
+    make(folder / "a" / "evil.png")
+    with pytest.raises(UserError, match=message) as err:
+        load_split(config(folder, tmp_path, "data.channels=3"), "train")
+    assert "evil" in str(err.value) and "\n" not in str(err.value)
+    assert list((tmp_path / "cache" / "folders").iterdir()) == []  # no half store
+
+
+def test_a_folder_with_one_image_is_an_error(tmp_path):
+    (tmp_path / "one").mkdir()
+    Image.new("L", (8, 8)).save(tmp_path / "one" / "x.png")
+    with pytest.raises(UserError, match="single image"):
+        load_split(load_config(None, ["data.dataset=image_folder", f"data.root={tmp_path / 'one'}",
+                                      f"data.cache_dir={tmp_path / 'cache'}"]).data, "train")
+
+
+def test_an_unwritable_cache_is_a_user_error(folder, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="data.cache_dir"):
+        load_split(load_config(None, ["data.dataset=image_folder", f"data.root={folder}",
+                                      f"data.cache_dir={tmp_path / 'file'}"]).data, "train")
