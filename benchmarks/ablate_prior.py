@@ -29,6 +29,8 @@ def main() -> None:
     parser.add_argument("--config", default="default")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--from-run", help="reuse this run's stage 1, codes and classifier")
+    parser.add_argument("--keep-prior", action="store_true", help="with --from-run: reuse its prior too "
+                        "(for sampling settings: only samples and quality are redone)")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "ablate"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "ablation.jsonl"))
     args = parser.parse_args()
@@ -40,7 +42,7 @@ def main() -> None:
     if args.from_run:
         source = Path(args.from_run)
         run.mkdir(parents=True)
-        for name in ("config.yaml", "stage1", "codes", "classifier"):
+        for name in ("config.yaml", "stage1", "codes", "classifier", *(["stage2"] if args.keep_prior else [])):
             if (source / name).is_dir():
                 shutil.copytree(source / name, run / name)
             elif (source / name).is_file():

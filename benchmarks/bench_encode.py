@@ -47,7 +47,7 @@ def load_model(a: argparse.Namespace) -> tuple[VQVAE, tuple[int, int, int]]:
     else:
         torch.manual_seed(0)
         model = build_model(load_config(a.config), a.channels).for_inference()
-    return model, (model.config["in_channels"], a.image_size, a.image_size)
+    return model, (model.in_channels, a.image_size, a.image_size)
 
 
 def batches(n: int, shape: tuple[int, int, int]):

@@ -26,7 +26,7 @@ K = 512
 def default_prior(dtype=torch.float32) -> GatedPixelCNN:
     cfg = Stage2Config()
     torch.manual_seed(0)
-    return GatedPixelCNN(K, hidden=cfg.hidden, layers=cfg.layers, kernel_size=cfg.kernel_size).to(dtype).eval()
+    return GatedPixelCNN(K, cfg.model_config()).to(dtype).eval()
 
 
 def timed_sample(prior, batch, grid, method, seed=0):

@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = Stage2Config()
     torch.manual_seed(0)
-    model = GatedPixelCNN(K, hidden=cfg.hidden, layers=cfg.layers, kernel_size=cfg.kernel_size, dropout=cfg.dropout)
+    model = GatedPixelCNN(K, cfg.model_config())
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
     codes = torch.randint(K, (cfg.batch_size, args.grid, args.grid))
     warmup = 3

@@ -5,6 +5,10 @@ Schema (``FORMAT_VERSION`` 1):
 * dataset ``codes``: (N, H, W), the smallest unsigned dtype holding K-1, chunked along N,
   gzip-compressed with the byte-shuffle filter;
 * dataset ``labels``: (N,) int64, present when the source data has labels;
+* dataset ``distortion_bits``: (N,) float64, present when stage 1 could measure it: each image's
+  -log2 p(x | z) under the decoder's discretised likelihood, with the attributes
+  ``distortion_dims`` (C*H*W, the sub-pixels per image) and ``distortion_likelihood``;
+  stage 2 adds its rate to it for bits per dimension without ever loading stage 1;
 * attributes ``format_version``, ``num_embeddings``, ``embedding_dim``, ``grid_height``,
   ``grid_width``, ``dataset``, ``split``, ``stage1_checkpoint_sha256``, ``num_codes``.
 
@@ -24,7 +28,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .io import atomic_path, sha256_file
+from .io import WRITE_ERRORS, atomic_path, sha256_file, write_error
 
 FORMAT_VERSION = 1
 CHUNK_GRIDS = 1024  # grids per HDF5 chunk: large enough to compress well, small enough to stream
@@ -51,6 +55,15 @@ class CodeInfo:
     split: str
     stage1_checkpoint_sha256: str
     has_labels: bool
+    has_distortion: bool = False
+
+
+@dataclass(frozen=True)
+class Distortion:
+    """A code file's per-image distortion: bits (N,) float64 = -log2 p(x | z), over ``dims`` sub-pixels each."""
+    bits: torch.Tensor
+    dims: int
+    likelihood: str
 
 
 class CodeWriter:
@@ -62,9 +75,11 @@ class CodeWriter:
 
     def __init__(self, path: str | os.PathLike, *, num_embeddings: int, embedding_dim: int,
                  grid: tuple[int, int], dataset: str, split: str, stage1_checkpoint_sha256: str,
-                 has_labels: bool):
+                 has_labels: bool, distortion_dims: Optional[int] = None, distortion_likelihood: str = ""):
         self.num_embeddings = num_embeddings
         self.has_labels = has_labels
+        self.has_distortion = distortion_dims is not None
+        self.path = Path(path)
         self._atomic = atomic_path(path)
         tmp = self._atomic.__enter__()
         self._file = h5py.File(tmp, "w")
@@ -79,10 +94,15 @@ class CodeWriter:
         attrs = dict(format_version=FORMAT_VERSION, num_embeddings=num_embeddings, embedding_dim=embedding_dim,
                      grid_height=h, grid_width=w, dataset=dataset, split=split,
                      stage1_checkpoint_sha256=stage1_checkpoint_sha256)
+        if self.has_distortion:
+            self._distortion = self._file.create_dataset(
+                "distortion_bits", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(CHUNK_GRIDS * 16,))
+            attrs.update(distortion_dims=int(distortion_dims), distortion_likelihood=distortion_likelihood)
         self._file.attrs.update(attrs)
         self.count = 0
 
-    def append(self, codes: torch.Tensor, labels: Optional[torch.Tensor] = None) -> None:
+    def append(self, codes: torch.Tensor, labels: Optional[torch.Tensor] = None,
+               distortion_bits: Optional[torch.Tensor] = None) -> None:
         codes = codes.detach().cpu()
         if codes.ndim != 3 or tuple(codes.shape[1:]) != self._codes.shape[1:]:
             raise ValueError(f"codes must be (B, {self._codes.shape[1]}, {self._codes.shape[2]}), got {tuple(codes.shape)}")
@@ -94,22 +114,52 @@ class CodeWriter:
         if self.has_labels:
             self._labels.resize(self.count + n, axis=0)
             self._labels[self.count:] = labels.detach().cpu().numpy().astype(np.int64)
+        if self.has_distortion:
+            self._distortion.resize(self.count + n, axis=0)
+            self._distortion[self.count:] = distortion_bits.detach().cpu().numpy().astype(np.float64)
         self.count += n
 
     def close(self) -> None:
-        self._file.attrs["num_codes"] = self.count
+        try:
+            self._file.attrs["num_codes"] = self.count
+            self._file.flush()  # a full disk fails here, not inside close (where HDF5 would crash)
+        except OSError as exc:
+            self.abort()
+            raise write_error(self.path, exc) if exc.errno in WRITE_ERRORS else exc from None
         self._file.close()
         self._atomic.__exit__(None, None, None)  # rename into place
 
     def abort(self) -> None:
-        self._file.close()
+        """Drop the file: close it without writing to the disk, then remove the temporary file.
+
+        After a failed write (a full disk) HDF5 retries its flush when the file is closed and again
+        at interpreter exit, and crashes there; pointing its descriptor at /dev/null first lets
+        both flushes succeed harmlessly, since the file is deleted anyway.
+        """
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._file.id.get_vfd_handle())
+            os.close(null)
+        except Exception:  # the file is being discarded; only the cleanup below matters
+            pass
+        for name in [n for n in vars(self) if n.startswith("_") and isinstance(getattr(self, n), h5py.Dataset)]:
+            setattr(self, name, None)  # release the dataset handles (their flush goes to /dev/null too)
+        try:
+            self._file.close()
+        except Exception:
+            pass
         self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)  # removes the temp file
 
     def __enter__(self) -> "CodeWriter":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.close() if exc_type is None else self.abort()
+        if exc_type is None:
+            self.close()
+            return
+        self.abort()
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRORS:
+            raise write_error(self.path, exc) from None
 
 
 def read_code_info(path: str | os.PathLike, *, split: Optional[str] = None, num_embeddings: Optional[int] = None,
@@ -172,12 +222,33 @@ def _validate_schema(f: h5py.File, path: Path) -> CodeInfo:
         raise UserError(f"{path}: 'labels' must be int64 of shape ({codes.shape[0]},)")
     if "num_codes" in f.attrs and int(f.attrs["num_codes"]) != codes.shape[0]:
         raise UserError(f"{path} is truncated: {codes.shape[0]} grids, {int(f.attrs['num_codes'])} written")
+    has_distortion = "distortion_bits" in f
+    if has_distortion and (f["distortion_bits"].shape != (codes.shape[0],) or "distortion_dims" not in f.attrs):
+        raise UserError(f"{path}: 'distortion_bits' must be float64 of shape ({codes.shape[0]},) with the "
+                        "attribute distortion_dims; encode again")
 
     def text(v):
         return v.decode() if isinstance(v, bytes) else str(v)
 
     return CodeInfo(path, codes.shape[0], k, int(f.attrs["embedding_dim"]), (h, w), text(f.attrs["dataset"]),
-                    text(f.attrs["split"]), text(f.attrs["stage1_checkpoint_sha256"]), has_labels)
+                    text(f.attrs["split"]), text(f.attrs["stage1_checkpoint_sha256"]), has_labels, has_distortion)
+
+
+def load_distortion(path: str | os.PathLike, **expect) -> Optional[Distortion]:
+    """The per-image distortion a code file holds (validated like ``load_codes``), or None when it has none."""
+    info = read_code_info(path, **expect)
+    if not info.has_distortion:
+        return None
+    try:
+        with h5py.File(info.path, "r") as f:
+            bits = torch.from_numpy(f["distortion_bits"][...].astype(np.float64))
+            dims, likelihood = int(f.attrs["distortion_dims"]), f.attrs.get("distortion_likelihood", "")
+    except Exception as exc:
+        raise UserError(f"code file {info.path} is corrupt or truncated ({type(exc).__name__}); "
+                        "delete it and encode again") from None
+    if not torch.isfinite(bits).all() or dims < 1:
+        raise UserError(f"{info.path} holds invalid distortion bits; encode again with --force")
+    return Distortion(bits, dims, likelihood.decode() if isinstance(likelihood, bytes) else str(likelihood))
 
 
 def load_codes(path: str | os.PathLike, **expect) -> tuple[torch.Tensor, Optional[torch.Tensor], CodeInfo]:

@@ -119,6 +119,13 @@ class MetricsLog:
             f.flush()
 
 
+def logged_time(path: str | os.PathLike, step: int) -> float:
+    """Training seconds up to ``step``, from a metrics log's ``train_time_s`` (wall time stays out of
+    checkpoints, which are byte-identical for identical runs); 0 when none is logged."""
+    rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step and "train_time_s" in r]
+    return float(rows[-1]["train_time_s"]) if rows else 0.0
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     path = Path(path)
     if not path.is_file():

@@ -5,7 +5,8 @@
     DIR/codes/   train.h5  val.h5
     DIR/stage2/  checkpoint.pt  metrics.jsonl  summary.json  bits_per_code.json
     DIR/classifier/checkpoint.pt
-    DIR/samples/*.png   DIR/report/  quality.json  metrics.json  index.html
+    DIR/samples/*.png   DIR/report/  quality.json  nearest_{typical,closest}.png  [inception_fid.json]
+                                  metrics.json  index.html
 
 ``resolve_config`` is the one rule every command uses to get a run's config: the saved
 ``config.yaml`` (when there is one and the command continues the run), then ``--config``, then
@@ -49,12 +50,16 @@ class RunPaths:
     samples = property(lambda self: self.root / "samples")
     report = property(lambda self: self.root / "report")
     quality = property(lambda self: self.report / "quality.json")
+    inception_fid = property(lambda self: self.report / "inception_fid.json")
+    neighbours = property(lambda self: {k: self.report / f"nearest_{k}.png" for k in ("typical", "closest")})
 
     def codes(self, split: str) -> Path:
         return self.root / "codes" / f"{split}.h5"
 
 
 # ---------------------------------------------------------------- resolving a run's config
+
+HOW_DATA_IS_READ = ("download", "cache_dir", "workers")  # data keys that never change the images
 
 
 def resolve_config(run_dir: str | os.PathLike, config_file: Optional[str], overrides: list[str],
@@ -92,11 +97,11 @@ def check_changes(paths: RunPaths, saved: Config, config: Config) -> None:
     if paths.stage1_checkpoint.is_file() or paths.stage1_summary.is_file():
         stage1_done = paths.stage1_summary.is_file()
         why = f"stage 1 is {'complete' if stage1_done else 'under way'}"
-        keys = [f"data.{k}" for k in fields_of(config.data)] + ["run.seed"]
+        keys = [f"data.{k}" for k in fields_of(config.data) if k not in HOW_DATA_IS_READ] + ["run.seed"]
         keys += [f"stage1.{k}" for k in (fields_of(config.stage1) if stage1_done else fields_of(VQVAEConfig))]
         frozen.update(dict.fromkeys(keys, why))
     if paths.stage2_checkpoint.is_file():
-        keys = (*fields_of(PixelCNNConfig), "conditional", "marginal_smoothing")
+        keys = (*fields_of(PixelCNNConfig), "conditional", "marginal_smoothing", "ema_decay")
         frozen.update({f"stage2.{k}": "the stage-2 checkpoint was trained with it" for k in keys})
     for key, why in frozen.items():
         before, after = lookup(saved, key), lookup(config, key)
@@ -171,7 +176,7 @@ def run_lock(run_dir: str | os.PathLike, main_process: bool = True) -> Iterator[
         finally:
             _held[root] -= 1
         return
-    created = not root.exists()
+    created = [d for d in (root, *root.parents) if not d.exists()]  # the folders this call makes, deepest first
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -197,5 +202,7 @@ def run_lock(run_dir: str | os.PathLike, main_process: bool = True) -> Iterator[
         del _held[root]
         if created and [p.name for p in root.iterdir()] == [".lock"]:
             (root / ".lock").unlink()
-            root.rmdir()
+            for folder in created:  # nothing was written: remove the folders this call made
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
         os.close(fd)

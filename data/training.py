@@ -90,6 +90,35 @@ def wait_for_everyone() -> None:
         dist.barrier()
 
 
+def process_rank() -> int:
+    """This process's rank under a multi-process launch (0 otherwise)."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", "0"))
+
+
+def process_count() -> int:
+    """The number of processes of an initialised multi-process group (1 otherwise)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def replicas_agree(module: torch.nn.Module) -> bool:
+    """Whether every process holds exactly the same weights and buffers (codebook, EMA statistics).
+
+    All-gathers each process's state as one float64 vector; trivially True in a single process.
+    """
+    import torch.distributed as dist
+
+    if process_count() == 1:
+        return True
+    mine = torch.cat([t.detach().double().flatten().cpu() for t in module.state_dict().values()])
+    everyone = [torch.empty_like(mine) for _ in range(process_count())]
+    dist.all_gather(everyone, mine)
+    return all(torch.equal(everyone[0], other) for other in everyone[1:])
+
+
 def is_main_process() -> bool:
     """True unless this is a non-zero rank of a multi-process launch (``accelerate launch``, torchrun)."""
     return int(os.environ.get("RANK", "0")) == 0

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 from pathlib import Path
+from typing import Optional
+
+import torch
 
 from data.cli import ArgumentParser, add_config_arguments, run_main
-from data.config import load_config
+from data.config import MAX_SEED, load_config
 from data.errors import UserError
 from data.rundir import resolve_config, run_lock
+from stage2_prior import PRIORS
+
+MAX_GRID = 1024  # images in one grid picture: more are written one per file (--images-dir)
 
 
 def parse(argv):
@@ -35,6 +43,7 @@ def parse(argv):
     s.add_argument("--images-dir", metavar="FOLDER", help="also write one PNG per image into FOLDER")
     s.add_argument("--codes", metavar="FILE.h5", help="also write the sampled codes as an HDF5 code file")
     s.add_argument("--method", default="cached", choices=("cached", "naive"), help="sampling algorithm")
+    s.add_argument("--force", action="store_true", help="replace existing output files (never the run's own files)")
 
     p = sub.add_parser("report", help="(re)write DIR/report/metrics.json and index.html")
     p.add_argument("--run", required=True, metavar="DIR")
@@ -45,6 +54,14 @@ def parse(argv):
     x.add_argument("--run", required=True, metavar="DIR", help="a run with both stages trained")
     x.add_argument("--out", required=True, metavar="DIR2", help="new folder for the saved pipeline")
     x.add_argument("--force", action="store_true", help="replace the files of an existing saved pipeline")
+
+    f = sub.add_parser("fid", help="Inception FID of a trained run's samples (needs the fid extra)",
+                       description="Fréchet distance in the standard FID InceptionV3's features between the val "
+                                   "images and each prior's samples (and the reconstructions), at the run's sample "
+                                   "settings; writes DIR/report/inception_fid.json and refreshes the report. "
+                                   "Needs `pip install -e '.[fid]'`; about 0.3 s per image on 2 CPU cores.")
+    f.add_argument("--run", required=True, metavar="DIR", help="a run with both stages trained")
+    f.add_argument("--n", type=int, help="images per set (default: the run's sample.fd_samples; at most the val split)")
     return parser.parse_args(argv)
 
 
@@ -67,65 +84,142 @@ def command_run(args) -> None:
     print(f"bits per code: learned {bits['learned']:.3f}, marginal {bits['marginal']:.3f}, "
           f"uniform {bits['uniform']:.3f};  FD: learned {fd['fd_learned']:.2f}, marginal {fd['fd_marginal']:.2f}, "
           f"uniform {fd['fd_uniform']:.2f}, reconstructions {fd['fd_reconstructions']:.2f}")
+    bpd = metrics.get("bits_per_dim")
+    if bpd:
+        print(f"bits per dimension (negative ELBO): learned {bpd['learned']:.3f}, marginal {bpd['marginal']:.3f}, "
+              f"uniform {bpd['uniform']:.3f} (distortion {bpd['distortion']:.3f})")
 
 
 def command_sample(args) -> None:
     from data import CodeWriter
-    from data.datasets import save_image_grid, to_unit_range
 
     from .pipeline import VQPriorPipeline
-    from .run import grid_columns
 
     run_dir = Path(args.run)
-    if args.out is not None and not args.out.lower().endswith(".png"):
-        raise UserError(f"--out must name a .png file, got {args.out}")
-    if args.codes is not None and not args.codes.lower().endswith(".h5"):
-        raise UserError(f"--codes must name a .h5 file, got {args.codes}")
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml); run `python -m pipeline run` first")
     config = load_config(run_dir / "config.yaml")
-    n = config.sample.n if args.n is None else args.n
-    temperature = config.sample.temperature if args.temperature is None else args.temperature
-    top_k = config.sample.top_k if args.top_k is None else args.top_k
-    top_p = config.sample.top_p if args.top_p is None else args.top_p
+    s = config.sample
+    n = s.n if args.n is None else args.n
+    temperature = s.temperature if args.temperature is None else args.temperature
+    top_k = s.top_k if args.top_k is None else args.top_k
+    top_p = s.top_p if args.top_p is None else args.top_p
     seed = config.run.seed if args.seed is None else args.seed
-    if n < 1:
-        raise UserError(f"--n must be at least 1, got {n}")
-    if not temperature > 0:
-        raise UserError(f"--temperature must be > 0, got {temperature}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise UserError(f"--top-p must lie in (0, 1], got {top_p}")
+    check_sample_arguments(n, temperature, top_p, seed)
+    grid_path = Path(args.out) if args.out else run_dir / "samples" / f"sample_{args.prior}_seed{seed}.png"
+    outputs = check_outputs(run_dir, n, grid_path, args)
 
     pipe = VQPriorPipeline.from_run(run_dir, config.run.device)
     if top_k is not None and not 1 <= top_k <= pipe.num_embeddings:
         raise UserError(f"--top-k must lie in [1, {pipe.num_embeddings}], got {top_k}")
     if args.label is not None and pipe.num_classes and not 0 <= args.label < pipe.num_classes:
         raise UserError(f"--label must lie in [0, {pipe.num_classes}), got {args.label}")
-    out = pipe(n, args.prior, temperature=temperature, top_k=top_k, top_p=top_p, labels=args.label, seed=seed,
-               method=args.method)
-
-    path = Path(args.out) if args.out else run_dir / "samples" / f"sample_{args.prior}_seed{seed}.png"
-    save_image_grid(out.images, path, nrow=grid_columns(n))
-    print(f"wrote {path}: {n} samples from the {args.prior} prior (T={temperature}, top-k={top_k}, top-p={top_p}, "
-          f"seed={seed})")
-    if args.images_dir:
-        from torchvision.utils import save_image
-
-        from data.io import atomic_path
-
-        folder = Path(args.images_dir)
-        for i, image in enumerate(out.images):
-            with atomic_path(folder / f"{args.prior}_seed{seed}_{i:05d}.png") as tmp:
-                save_image(to_unit_range(image), tmp, format="png")
-        print(f"wrote {n} images to {folder}")
+    batches = pipe.generate(n, args.prior, temperature=temperature, top_k=top_k, top_p=top_p, labels=args.label,
+                            seed=seed, method=args.method)
+    writer = None
     if args.codes:
-        with CodeWriter(args.codes, num_embeddings=pipe.num_embeddings,
-                        embedding_dim=pipe.vqvae.quantizer.embedding_dim, grid=pipe.grid,
-                        dataset=config.data.dataset, split=f"sampled-{args.prior}",
-                        stage1_checkpoint_sha256=pipe.stage1_checkpoint_sha256,
-                        has_labels=out.labels is not None) as writer:
-            writer.append(out.codes, out.labels)
-        print(f"wrote {args.codes}: {n} code grids")
+        writer = CodeWriter(args.codes, num_embeddings=pipe.num_embeddings,
+                            embedding_dim=pipe.vqvae.quantizer.embedding_dim, grid=pipe.grid,
+                            dataset=config.data.dataset, split=f"sampled-{args.prior}",
+                            stage1_checkpoint_sha256=pipe.stage1_checkpoint_sha256,
+                            has_labels=pipe.labels_for(1, args.prior, args.label) is not None)
+    with writer or contextlib.nullcontext():
+        write_samples(batches, writer, outputs, args, seed)
+    settings = f"T={temperature}, top-k={top_k}, top-p={top_p}, seed={seed}"
+    print(f"sampled {n} images from the {args.prior} prior ({settings})" +
+          "".join(f"; wrote {what}" for what in outputs.describe(n)))
+
+
+def check_sample_arguments(n: int, temperature: float, top_p, seed: int) -> None:
+    if n < 1:
+        raise UserError(f"--n must be at least 1, got {n}")
+    if not temperature > 0 or not math.isfinite(temperature):
+        raise UserError(f"--temperature must be > 0 and finite, got {temperature}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise UserError(f"--top-p must lie in (0, 1], got {top_p}")
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"--seed must lie in [0, {MAX_SEED}], got {seed}")
+
+
+class SampleOutputs:
+    """Where ``pipeline sample`` writes: the grid (when n fits one), a folder of images, a code file."""
+
+    def __init__(self, grid: Optional[Path], images_dir: Optional[Path], codes: Optional[Path]):
+        self.grid, self.images_dir, self.codes = grid, images_dir, codes
+        self.pending: list = []  # images for the grid, kept until the last batch
+
+    def describe(self, n: int) -> list[str]:
+        return [what for what, on in ((f"the grid {self.grid}", self.grid), (f"{n} images to {self.images_dir}",
+                self.images_dir), (f"{n} code grids to {self.codes}", self.codes)) if on]
+
+
+def check_outputs(run_dir: Path, n: int, grid_path: Path, args) -> SampleOutputs:
+    """Refuse outputs that would overwrite a file (without --force) or any of the run's own files."""
+    from data.io import check_output_path
+
+    grid = grid_path if n <= MAX_GRID or args.out else None
+    if args.out and n > MAX_GRID:
+        raise UserError(f"--n {n} is too many for one grid picture (at most {MAX_GRID}); "
+                        "write them one per file with --images-dir, or as codes with --codes")
+    if args.out is not None and not args.out.lower().endswith(".png"):
+        raise UserError(f"--out must name a .png file, got {args.out}")
+    if args.codes is not None and not args.codes.lower().endswith(".h5"):
+        raise UserError(f"--codes must name a .h5 file, got {args.codes}")
+    images_dir = Path(args.images_dir) if args.images_dir else None
+    codes = Path(args.codes) if args.codes else None
+    if grid is None and images_dir is None and codes is None:
+        raise UserError(f"--n {n} is too many for one grid picture (at most {MAX_GRID}); "
+                        "write them one per file with --images-dir, or as codes with --codes")
+    for path in (p for p in (grid, codes) if p is not None):
+        check_output_path(path)
+        refuse_run_file(run_dir, path)
+        if path.exists() and not args.force:
+            raise UserError(f"{path} already exists; pass --force to replace it, or choose another name")
+    if images_dir is not None:
+        if images_dir.exists() and not images_dir.is_dir():
+            raise UserError(f"--images-dir {images_dir} is a file; give a folder")
+        refuse_run_file(run_dir, images_dir / "x.png")
+        if images_dir.is_dir() and any(images_dir.glob(f"{args.prior}_seed*.png")) and not args.force:
+            raise UserError(f"{images_dir} already holds sampled images; pass --force to replace them, "
+                            "or choose another folder")
+    return SampleOutputs(grid, images_dir, codes)
+
+
+def refuse_run_file(run_dir: Path, path: Path) -> None:
+    """The run's own files are never an output of ``sample``: only new names under DIR/samples/ are."""
+    root, target = run_dir.resolve(), path.resolve()
+    if target == root or root not in target.parents:
+        return
+    inside = target.relative_to(root)
+    own_grid = inside.parts[0] == "samples" and (inside.stem in PRIORS or inside.name.startswith(("temperature_",
+                                                                                                 "class_")))
+    if inside.parts[0] != "samples" or own_grid or len(inside.parts) < 2:
+        raise UserError(f"{path} is part of the run in {run_dir} and is never overwritten by `sample`; "
+                        "choose a name outside the run, or a new one under its samples/ folder")
+
+
+def write_samples(batches, writer, outputs: SampleOutputs, args, seed: int) -> None:
+    """Stream each batch to the code file and the image folder; the grid is written at the end."""
+    from data.datasets import save_image_grid, to_unit_range
+    from data.io import atomic_path
+
+    from .run import grid_columns
+
+    done = 0
+    for batch in batches:
+        if writer is not None:
+            writer.append(batch.codes, batch.labels)
+        if outputs.images_dir is not None:
+            from torchvision.utils import save_image
+
+            for i, image in enumerate(batch.images, start=done):
+                with atomic_path(outputs.images_dir / f"{args.prior}_seed{seed}_{i:06d}.png") as tmp:
+                    save_image(to_unit_range(image), tmp, format="png")
+        if outputs.grid is not None:
+            outputs.pending.append(batch.images)
+        done += len(batch.images)
+    if outputs.grid is not None:
+        save_image_grid(torch.cat(outputs.pending), outputs.grid, nrow=grid_columns(done))
 
 
 def command_export(args) -> None:
@@ -143,6 +237,29 @@ def command_export(args) -> None:
     print(f"saved the pipeline of {args.run} to {out} (load it with VQPriorPipeline.from_pretrained)")
 
 
+def command_fid(args) -> None:
+    from .inception import weights_file
+    from .pipeline import VQPriorPipeline
+    from .report import write_report
+    from .run import write_inception_fid
+
+    run_dir = Path(args.run)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.yaml); run `python -m pipeline run` first")
+    config = load_config(run_dir / "config.yaml")
+    n = config.sample.fd_samples if args.n is None else args.n
+    if n < 2:
+        raise UserError(f"--n must be at least 2 (a Fréchet distance needs a covariance), got {n}")
+    weights_file()  # the one-line error for a missing extra, before any work
+    pipe = VQPriorPipeline.from_run(run_dir, config.run.device)
+    result = write_inception_fid(pipe, config, run_dir, n)
+    print(f"Inception FID ({result['images']} images per set, {result['seconds']:.0f} s): " + ", ".join(
+        f"{k.removeprefix('fid_inception_')} {v:.2f}" for k, v in result.items() if k.startswith("fid_inception_")))
+    if (run_dir / "report" / "metrics.json").is_file():
+        write_report(run_dir)
+        print(f"report updated: {run_dir / 'report' / 'index.html'}")
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     if args.command == "run":
@@ -152,6 +269,9 @@ def main(argv=None) -> int:
             command_sample(args)
     elif args.command == "export":
         command_export(args)
+    elif args.command == "fid":
+        with run_lock(args.run):
+            command_fid(args)
     else:
         from .report import write_report
 

@@ -35,12 +35,14 @@ def render_html(f: RunFiles, m: dict, plots: dict[str, Path]) -> str:
         bits_table=bits_table(m),
         stage2_curves=img(plots["stage2_curves.png"], "stage-2 training curve", "plot"),
         stage2_table=stage2_table(m),
+        bpd_section=prefixed(bpd_section(m, plots.get("bits_per_dim.png"))),
         fd_table=fd_table(m),
-        fd_note=fd_note(m),
+        fd_note=fd_note(m, f.inception_stale),
         samples_note=samples_note(f.config),
         prior_samples=figures([(f"{p} prior", f.run / f"samples/{p}.png") for p in PRIORS], cell=300),
         # Each optional section starts on a new line; none at all leaves no empty line.
-        optional_sections="".join(f"\n{s}" for s in (temperature_section(f), class_section(f)) if s),
+        optional_sections="".join(f"\n{s}" for s in (novelty_section(m, f.neighbours), temperature_section(f, m),
+                                                     class_section(f)) if s),
     )
 
 
@@ -56,16 +58,37 @@ def findings(m: dict) -> str:
             f"{share:.0%} of the uniform prior's {b['uniform']:.3f} bits and {abs(saved):.3f} bits "
             f"{'less' if saved >= 0 else 'more'} than the marginal prior ({b['marginal']:.3f}). "
             if share is not None else "")
-    return text + (f"Its samples are at Fréchet distance <b>{q['fd_learned']:.3g}</b> from real images, against "
-                   f"{q['fd_marginal']:.3g} for the marginal and {q['fd_uniform']:.3g} for the uniform prior; "
-                   f"decoding real codes (the floor) gives {q['fd_reconstructions']:.3g}.")
+    text += (f"Its samples are at Fréchet distance <b>{q['fd_learned']:.3g}</b> from real images, against "
+             f"{q['fd_marginal']:.3g} for the marginal and {q['fd_uniform']:.3g} for the uniform prior; "
+             f"decoding real codes (the floor) gives {q['fd_reconstructions']:.3g}.")
+    bpd = m.get("bits_per_dim")
+    if bpd:
+        text += (f" In bits per dimension (negative ELBO, an upper bound on -log<sub>2</sub> p(x)): learned "
+                 f"<b>{bpd['learned']:.3f}</b>, marginal {bpd['marginal']:.3f}, uniform {bpd['uniform']:.3f}, "
+                 f"of which {bpd['distortion']:.3f} is the shared distortion of the {m.get('likelihood')} decoder.")
+    return text
 
 
-def fd_note(m: dict) -> str:
+def sampling_label(sampling: dict | None) -> str:
+    """``T = 1, top-k off, top-p off``: the sampling settings a number was measured at."""
+    s = sampling or {}
+    t = s.get("temperature")
+    return (f"T = {t:g}" if t is not None else "T = ?") + \
+        f", top-k {s.get('top_k') or 'off'}, top-p {s.get('top_p') or 'off'}"
+
+
+def fd_note(m: dict, inception_stale: str | None = None) -> str:
     q = m["sample_quality"]
     parts = ["Fréchet distance between Gaussians fitted to penultimate-layer features of each image set and of "
              "real val images; lower is better. The reconstructions row decodes the val images' own codes: "
-             "the floor that a perfect prior would reach with this stage 1."]
+             "the floor that a perfect prior would reach with this stage 1. Each prior is sampled at "
+             f"{sampling_label(q.get('sampling'))}, the settings of its sample grid below."]
+    if q.get("fid_inception_learned") is not None:
+        parts.append(f"Inception FID: the same image sets ({q.get('fid_inception_images')} per set) in the 2048-d "
+                     "pool features of the standard FID InceptionV3, the feature space papers report (compare at "
+                     "equal sample size: FID is biased upwards for small sets).")
+    elif inception_stale:
+        parts.append(f"The Inception FID file is out of date ({esc(inception_stale)}) and is left out.")
     if q.get("classifier_val_accuracy") is not None:
         task = ("rotation prediction (the data has no labels)" if q.get("classifier_task") == "rotation"
                 else "the dataset's classes")
@@ -79,21 +102,90 @@ def fd_note(m: dict) -> str:
 def samples_note(cfg: Config) -> str:
     s = cfg.sample
     top_k = f", top-k {s.top_k}" if s.top_k else ""
-    return (f"Code grids drawn from each prior (learned prior at temperature {s.temperature:g}{top_k}) and decoded "
-            "by the same stage-1 decoder.")
+    top_p = f", top-p {s.top_p:g}" if s.top_p else ""
+    return (f"Code grids drawn from each prior (learned prior at temperature {s.temperature:g}{top_k}{top_p}) and "
+            "decoded by the same stage-1 decoder.")
 
 
 # ---------------------------------------------------------------- optional sections
 
 
-def temperature_section(f: RunFiles) -> str:
-    """The learned prior's grids at each sweep temperature, or "" when none exists."""
+def temperature_section(f: RunFiles, m: dict | None = None) -> str:
+    """The learned prior's grids at each sweep temperature and their Fréchet distances, or "" when none exists."""
     if not f.temperatures:
         return ""
     return "\n".join(["<h2>Temperature sweep of the learned prior</h2>",
                       "<p class='note'>Logits divided by T before sampling: low T gives typical, less varied "
                       "images; high T more varied and less coherent ones.</p>",
-                      figures([(f"T = {t:g}", p) for t, p in f.temperatures], cell=250)])
+                      figures([(f"T = {t:g}", p) for t, p in f.temperatures], cell=250),
+                      temperature_fd_table(m or {}, f.config)])
+
+
+def temperature_fd_table(m: dict, cfg: Config) -> str:
+    """Fréchet distance of the learned prior's samples at each sweep temperature, or "" when not measured."""
+    by_t = (m.get("sample_quality") or {}).get("fd_learned_by_temperature") or {}
+    if not by_t:
+        return ""
+    q, s = m["sample_quality"], cfg.sample
+    floor = q.get("fd_reconstructions")
+    rows = [[f"{float(t):g}", num(fd, 3), num(ratio(fd, floor), 2) if floor else "–"]
+            for t, fd in sorted(by_t.items(), key=lambda item: float(item[0]))]
+    note = (f"<p class='note'>Fréchet distance to real val images of {q.get('fd_samples')} samples at each "
+            f"temperature (top-k {s.top_k or 'off'}, top-p {s.top_p or 'off'}, as the grids above); the "
+            "learned-prior row of the Fréchet table uses "
+            f"{sampling_label(q.get('sampling'))}.</p>")
+    return table(["temperature", "Fréchet distance", "x reconstruction floor"], rows) + "\n" + note
+
+
+def bpd_section(m: dict, plot: Path | None) -> str:
+    """Bits per dimension: the stacked rate + distortion bars, a table and what the bound means; "" without them."""
+    bpd = m.get("bits_per_dim")
+    if not bpd:
+        return ""
+    rows = [[p, num(bpd["distortion"], 3), num(bpd[p] - bpd["distortion"], 3), num(bpd[p], 3)] for p in PRIORS]
+    likelihood = m.get("likelihood") or "gaussian"
+    decoder = ("a discretised Gaussian centred on the decoder's output, one scale per channel fitted by maximum "
+               "likelihood on training images" if likelihood == "gaussian" else
+               "a discretised logistic with the mean and scale the decoder outputs for each sub-pixel")
+    note = ("Negative ELBO per sub-pixel of the val images, in bits: "
+            "(−log<sub>2</sub> p(x | z) − log<sub>2</sub> p<sub>prior</sub>(z)) / (C·H·W) with z the image's own "
+            f"codes. The distortion is the likelihood of each 8-bit value under {decoder} (a probability of one "
+            "of 256 levels, edge levels open-ended, not a density), the same for every prior; the rate is the "
+            "prior's exact code length of the grid (h·w·log<sub>2</sub> K for the uniform prior). The VQ "
+            "posterior is deterministic (one code grid per image, no posterior entropy), so these are upper "
+            "bounds on −log<sub>2</sub> p(x) / (C·H·W), comparable to the bits/dim that papers report for "
+            "likelihood models of 8-bit data.")
+    parts = ["<h3>Bits per dimension: rate + distortion</h3>",
+             table(["prior", "distortion", "rate", "bits per dim"], rows), f"<p class='note'>{note}</p>"]
+    return "\n".join(parts + ([img(plot, "bits per dimension, stacked", "plot")] if plot else []))
+
+
+def novelty_section(m: dict, neighbours: dict | None) -> str:
+    """Samples above their nearest training images, and how close they are compared with val images."""
+    n = m.get("novelty")
+    if not n:
+        return ""
+    feature = n.get("feature") or {}
+    rows = [["pixel (RMS difference, pixels in [0, 1])", num(n["median_nn_distance_samples"], 4),
+             num(n["median_nn_distance_val"], 4), f"{n['copy_fraction']:.1%}"]]
+    if feature:
+        rows.append(["classifier features (Euclidean)", num(feature["median_nn_distance_samples"], 3),
+                     num(feature["median_nn_distance_val"], 3), f"{feature['copy_fraction']:.1%}"])
+    note = (f"For each of the learned prior's {n.get('samples')} samples (the Fréchet set), the nearest of the "
+            f"{n.get('train_images')} training images. Val images are new by construction, so their distances "
+            "show how far a new image lies from the training set; a sample closer to its nearest training image "
+            "than the 1st percentile of the val images' distances counts as a copy. The metrics.json figures "
+            "(median_nn_distance_*, copy_fraction) are the pixel-space ones.")
+    parts = ["<h2>Novelty: are the samples new images?</h2>",
+             table(["space", "median distance, samples", "median distance, val images", "copies"], rows),
+             f"<p class='note'>{note}</p>"]
+    captions = {"typical": "the first samples (top row), their nearest training image in pixel space (middle) "
+                           "and in feature space (bottom)",
+                "closest": "the samples closest to a training image in pixel space (the likeliest copies), above "
+                           "the same neighbours"}
+    for name, path in (neighbours or {}).items():
+        parts += [f"<h3>{esc(captions[name][0].upper() + captions[name][1:])}</h3>", img(path, captions[name], "wide")]
+    return "\n".join(parts)
 
 
 def class_section(f: RunFiles) -> str:
@@ -121,6 +213,7 @@ def config_tables(cfg: Config) -> str:
         "Stage 1 (VQ-VAE)": [("codebook size K", s1.num_embeddings), ("code dimension D", s1.embedding_dim),
                              ("commitment cost", s1.commitment_cost),
                              ("codebook update", f"EMA, decay {s1.decay:g}" if s1.decay > 0 else "loss"),
+                             ("decoder likelihood", s1.likelihood),
                              ("downsamples", s1.downsamples), ("hidden", s1.hidden),
                              ("residual blocks enc / dec", f"{s1.encoder_residual_layers} / {s1.residual_layers}"),
                              ("steps × batch", f"{s1.steps} × {s1.batch_size}"), ("learning rate", f"{s1.lr:g}")],
@@ -129,7 +222,9 @@ def config_tables(cfg: Config) -> str:
                                ("steps × batch", f"{s2.steps} × {s2.batch_size}"), ("learning rate", f"{s2.lr:g}"),
                                ("marginal smoothing", s2.marginal_smoothing)],
         "Sampling": [("samples per grid", sm.n), ("temperature", sm.temperature),
-                     ("top-k", sm.top_k or "off"), ("sweep", ", ".join(f"{t:g}" for t in sm.temperatures)),
+                     ("top-k", sm.top_k or "off"), ("top-p", sm.top_p or "off"),
+                     ("sweep", ", ".join(f"{t:g}" for t in sm.temperatures)),
+                     ("Inception FID", str(sm.inception_fid).lower()),
                      ("images for FD", sm.fd_samples), ("classifier steps", sm.classifier_steps)],
     }
     tables = [table([name, ""], [[k, v] for k, v in rows]) for name, rows in groups.items()]
@@ -141,6 +236,9 @@ def stage1_table(m: dict) -> str:
     rows = [["val reconstruction NMSE", num(s["val_recon_nmse"], 4)],
             ["codebook perplexity (val)", num(s["perplexity"], 1)],
             ["codes used (val)", f"{s['codes_used']} of {m['num_embeddings']} ({s['codes_used_fraction']:.0%})"]]
+    if s.get("val_distortion_bits_per_dim") is not None:
+        rows.append([f"val distortion ({s.get('likelihood')} decoder)",
+                     f"{s['val_distortion_bits_per_dim']:.3f} bits/dim"])
     if s.get("steps") is not None:
         rows.append(["steps", s["steps"]])
     if s.get("train_seconds") is not None:
@@ -151,11 +249,18 @@ def stage1_table(m: dict) -> str:
 
 
 def bits_table(m: dict) -> str:
-    """Bits per code and their ratio to uniform; bits per image (a whole h x w grid) when the grid is known."""
+    """Bits per val code, their ratio to uniform, the learned prior's train bits and train/val gap, bits per image."""
     b, r, per_image = m["bits_per_code"], m["bits_per_code_ratio_to_uniform"], m["bits_per_image"]
-    header = ["prior", "bits per code", "ratio to uniform"] + (["bits per image"] if per_image else [])
-    return table(header, [[p, num(b[p], 3), num(r[p], 3)] + ([num(per_image[p], 1)] if per_image else [])
-                          for p in PRIORS])
+    train = b.get("learned_train")
+    header = ["prior", "bits per code (val)", "ratio to uniform"] + \
+        (["train bits per code (val − train gap)"] if train is not None else []) + \
+        (["bits per image"] if per_image else [])
+
+    def train_cell(p):
+        return [f"{train:.3f} ({b[p] - train:+.3f})" if p == "learned" else "–"] if train is not None else []
+
+    return table(header, [[p, num(b[p], 3), num(r[p], 3)] + train_cell(p) +
+                          ([num(per_image[p], 1)] if per_image else []) for p in PRIORS])
 
 
 def stage2_table(m: dict) -> str:
@@ -173,14 +278,23 @@ def stage2_table(m: dict) -> str:
 
 
 def fd_table(m: dict) -> str:
+    """Fréchet distance per image set (each prior labelled with its sampling settings), Inception FID when measured."""
     q = m["sample_quality"]
-    labels = {"reconstructions": "reconstructions (floor)", **{p: f"{p} prior" for p in PRIORS}}
-    return table(["images", "Fréchet distance", "ratio to uniform"],
-                 [[label, num(q[f"fd_{k}"], 3), num(ratio(q[f"fd_{k}"], q["fd_uniform"]), 3)]
-                  for k, label in labels.items()])
+    setting = sampling_label(q.get("sampling"))
+    labels = {"reconstructions": "reconstructions (floor)", **{p: f"{p} prior ({setting})" for p in PRIORS}}
+    inception = q.get("fid_inception_learned") is not None
+    header = ["images", "Fréchet distance", "ratio to uniform"] + (["Inception FID"] if inception else [])
+    return table(header, [[label, num(q[f"fd_{k}"], 3), num(ratio(q[f"fd_{k}"], q["fd_uniform"]), 3)]
+                          + ([num(q.get(f"fid_inception_{k}"), 2)] if inception else [])
+                          for k, label in labels.items()])
 
 
 # ---------------------------------------------------------------- HTML helpers
+
+
+def prefixed(section: str) -> str:
+    """A section on a new line, or nothing for an empty one."""
+    return f"\n{section}" if section else ""
 
 
 def esc(value) -> str:

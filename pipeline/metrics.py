@@ -6,7 +6,11 @@ The numbers compared (see SPEC.md):
   the marginal prior (independent codes with the training frequencies) and the uniform prior
   (log2 K); the ratio to uniform is the share of the uniform prior's code length still needed;
 * Fréchet distance (pipeline/quality.py) of decoded samples of each prior to real val images,
-  with the decoded val codes (stage-1 reconstructions) as the floor a perfect prior reaches.
+  with the decoded val codes (stage-1 reconstructions) as the floor a perfect prior reaches;
+* bits per dimension: the negative ELBO per sub-pixel of the val images, stage 1's distortion
+  plus each prior's rate (stage2_prior/evaluate.py), an upper bound on -log2 p(x) / (C H W);
+* Inception FID (pipeline/inception.py), when measured, and the samples' novelty
+  (pipeline/novelty.py): their nearest training images against the val images'.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from .results import RunFiles
 def build_metrics(f: RunFiles) -> dict:
     """SPEC's keys, plus ratios to the uniform prior, stage-2 curves' last values and timings."""
     bits = {p: float(f.bits[p]) for p in PRIORS}
+    if f.bits.get("learned_train") is not None:
+        bits["learned_train"] = float(f.bits["learned_train"])
     fd = {k: float(f.quality[k]) for k in ("fd_reconstructions", "fd_learned", "fd_marginal", "fd_uniform")}
     k = int(f.bits["num_embeddings"])
     grid = f.stage2.get("grid")  # (h, w) of a code grid, from stage2/summary.json
@@ -31,7 +37,8 @@ def build_metrics(f: RunFiles) -> dict:
             "perplexity": f.stage1["perplexity"],
             "codes_used": f.stage1["codes_used"],
             "codes_used_fraction": f.stage1["codes_used"] / k,
-            **{key: f.stage1.get(key) for key in ("steps", "train_seconds", "images_per_s")},
+            **{key: f.stage1.get(key) for key in ("steps", "train_seconds", "images_per_s", "likelihood",
+                                                  "val_distortion_bits_per_dim", "pixel_scale")},
         },
         "bits_per_image": {p: bits[p] * grid[0] * grid[1] for p in PRIORS} if grid else None,
         "stage2": {
@@ -50,10 +57,25 @@ def build_metrics(f: RunFiles) -> dict:
             "classifier_val_accuracy": f.quality.get("classifier_val_accuracy"),
             "classifier_task": f.quality.get("classifier_task"),
             "fd_samples": f.quality.get("fd_samples"),
+            "fd_learned_by_temperature": {key.removeprefix("fd_learned_T"): float(value)
+                                          for key, value in f.quality.items() if key.startswith("fd_learned_T")},
+            "sampling": f.quality.get("sampling"),
+            **inception_entries(f.inception),
         },
+        "bits_per_dim": f.bits.get("bits_per_dim"),
+        "likelihood": f.bits.get("likelihood") or f.stage1.get("likelihood"),
+        "novelty": f.quality.get("novelty"),
         "dataset": f.config.data.dataset,
         "seed": f.config.run.seed,
     }
+
+
+def inception_entries(inception: dict | None) -> dict:
+    """``fid_inception_<set>`` and the number of images per set, when the Inception FID was measured."""
+    if not inception:
+        return {}
+    keys = [k for k in inception if k.startswith("fid_inception_")]
+    return {**{k: float(inception[k]) for k in keys}, "fid_inception_images": inception.get("images")}
 
 
 def ratio(a: float, b: float) -> float | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import torch
 
@@ -36,6 +36,7 @@ from stage1_vqvae.model import CHECKPOINT_KEYS as VQVAE_KEYS
 from stage2_prior import PRIORS, GatedPixelCNN, MarginalPrior, UniformPrior, load_prior_checkpoint, sample
 
 PRETRAINED_FORMAT = 1
+SAMPLE_BATCH = 1024  # grids sampled and decoded at once: memory stays bounded whatever n is
 
 
 @dataclass
@@ -144,24 +145,45 @@ class VQPriorPipeline:
         """Classes 0, 1, ..., C-1, 0, 1, ... for a conditional learned prior; None otherwise."""
         return torch.arange(n) % self.num_classes if self.num_classes else None
 
+    def labels_for(self, n: int, prior: str, labels: Union[int, torch.Tensor, None]) -> Optional[torch.Tensor]:
+        """The (n,) labels a draw uses: the given ones, one class for all, or the default cycle."""
+        if labels is not None and (prior != "learned" or not self.num_classes):
+            why = f"this prior is {prior}" if prior != "learned" else "this run trained an unconditional one"
+            raise UserError(f"--label needs a class-conditional learned prior ({why}); "
+                            "train stage 2 with stage2.conditional=true")
+        if isinstance(labels, int):
+            return torch.full((n,), labels, dtype=torch.int64)
+        if labels is None and prior == "learned":
+            return self.default_labels(n)
+        return None if labels is None else torch.as_tensor(labels, dtype=torch.int64)
+
+    def generate(self, n: int, prior: str = "learned", temperature: float = 1.0, top_k: Optional[int] = None,
+                 top_p: Optional[float] = None, labels: Union[int, torch.Tensor, None] = None, seed: int = 0,
+                 method: str = "cached", batch_size: int = SAMPLE_BATCH) -> Iterator[PipelineOutput]:
+        """Sample and decode ``n`` images in batches of ``batch_size``, yielding each batch.
+
+        One generator runs through all batches, and a draw consumes it position by position,
+        so the result does not depend on ``batch_size``: memory stays bounded whatever ``n`` is.
+        """
+        if prior not in PRIORS:
+            raise UserError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
+        all_labels = self.labels_for(n, prior, labels)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        for start in range(0, n, batch_size):
+            m = min(batch_size, n - start)
+            chunk = all_labels[start:start + m] if all_labels is not None else None
+            try:
+                codes = sample(self.priors[prior], m, self.grid, temperature=temperature, top_k=top_k, top_p=top_p,
+                               labels=chunk, generator=generator, method=method)
+            except ValueError as exc:  # the sampler's argument checks, phrased for the user
+                raise UserError(str(exc)) from None
+            yield PipelineOutput(self.decode(codes), codes.cpu(), chunk)
+
     def sample_codes(self, n: int, prior: str = "learned", temperature: float = 1.0, top_k: Optional[int] = None,
                      top_p: Optional[float] = None, labels: Union[int, torch.Tensor, None] = None, seed: int = 0,
                      method: str = "cached") -> torch.Tensor:
         """(n, h, w) codes from one of the three priors; labels only for a conditional learned prior."""
-        if prior not in PRIORS:
-            raise UserError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
-        if labels is not None and (prior != "learned" or not self.num_classes):
-            raise UserError("--label needs a class-conditional learned prior "
-                            f"({'this prior is ' + prior if prior != 'learned' else 'this run trained an unconditional one'}); "
-                            "train stage 2 with stage2.conditional=true")
-        if labels is None and prior == "learned":
-            labels = self.default_labels(n)
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        try:
-            return sample(self.priors[prior], n, self.grid, temperature=temperature, top_k=top_k, top_p=top_p,
-                          labels=labels, generator=generator, method=method)
-        except ValueError as exc:  # the sampler's argument checks, phrased for the user
-            raise UserError(str(exc)) from None
+        return self(n, prior, temperature, top_k, top_p, labels, seed, method).codes
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
@@ -171,12 +193,11 @@ class VQPriorPipeline:
     def __call__(self, n: int = 64, prior: str = "learned", temperature: float = 1.0, top_k: Optional[int] = None,
                  top_p: Optional[float] = None, labels: Union[int, torch.Tensor, None] = None, seed: int = 0,
                  method: str = "cached") -> PipelineOutput:
-        codes = self.sample_codes(n, prior, temperature, top_k, top_p, labels, seed, method)
-        if isinstance(labels, int):
-            labels = torch.full((n,), labels)
-        elif labels is None and prior == "learned":
-            labels = self.default_labels(n)
-        return PipelineOutput(self.decode(codes), codes.cpu(), labels)
+        """``n`` new images (and their codes and labels) from one of the three priors."""
+        parts = list(self.generate(n, prior, temperature, top_k, top_p, labels, seed, method))
+        labels = [p.labels for p in parts]
+        return PipelineOutput(torch.cat([p.images for p in parts]), torch.cat([p.codes for p in parts]),
+                              torch.cat(labels) if labels[0] is not None else None)
 
 
 def read_pretrained_json(path: Path) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from data.io import atomic_path
+from stage2_prior import PRIORS
 
 
 def series(rows: list[dict], key: str) -> tuple[list, list]:
@@ -79,5 +80,24 @@ def plot_stage2_curves(rows: list[dict], bits: dict, path: Path) -> Path:
     ax.set_title("stage 2: bits per code")
     ax.grid(alpha=0.3)
     ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_bits_per_dim(bpd: dict, path: Path) -> Path:
+    """One stacked bar per prior: the shared distortion -log2 p(x | z) below, the prior's rate -log2 p(z) above."""
+    distortion = bpd["distortion"]
+    rates = [bpd[p] - distortion for p in PRIORS]
+    fig = Figure(figsize=(7, 3.4))
+    ax = fig.subplots()
+    ax.bar(PRIORS, [distortion] * len(PRIORS), color="tab:gray", label="distortion (stage-1 decoder)")
+    ax.bar(PRIORS, rates, bottom=distortion, color="tab:blue", label="rate (prior's code length)")
+    for i, p in enumerate(PRIORS):
+        ax.text(i, bpd[p], f"{bpd[p]:.3f}", ha="center", va="bottom")
+    ax.set_ylim(0, max(bpd[p] for p in PRIORS) * 1.15)
+    ax.set_ylabel("bits per dimension")
+    ax.set_title("negative ELBO on the val images (upper bound on -log2 p(x))")
+    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, path)

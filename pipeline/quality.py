@@ -174,8 +174,12 @@ def load_classifier(path: str | Path) -> tuple[FeatureClassifier, dict]:
 
 
 def classifier_settings(cfg: Config) -> dict:
-    """What the classifier depends on: a saved one is reused only while these are unchanged."""
-    return {"data": dataclasses.asdict(cfg.data), "steps": cfg.sample.classifier_steps, "seed": cfg.run.seed}
+    """What the classifier depends on: a saved one is reused only while these are unchanged.
+
+    Where and how an image folder is decoded (``cache_dir``, ``workers``) does not change its pixels.
+    """
+    data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in ("cache_dir", "workers")}
+    return {"data": data, "steps": cfg.sample.classifier_steps, "seed": cfg.run.seed}
 
 
 def load_or_train_classifier(run_dir: str | Path, cfg: Config, device: str | torch.device = "cpu",
@@ -268,12 +272,13 @@ def sample_quality(classifier: FeatureClassifier, real: torch.Tensor,
 
 def write_quality(run_dir: str | Path, cfg: Config, real: torch.Tensor, generated: Mapping[str, torch.Tensor],
                   device: str | torch.device = "cpu", log: Callable[[str], None] = print,
-                  computed_from: dict | None = None) -> dict:
+                  computed_from: dict | None = None, extra: dict | None = None) -> dict:
     """Compute FDs against ``real`` val images and write ``DIR/report/quality.json``; returns its content.
 
     ``generated`` maps a name to model-range images; the report expects the names
     ``reconstructions`` (decoded val codes, the floor), ``learned``, ``marginal`` and ``uniform``.
-    ``computed_from`` is the file's provenance fingerprint (``pipeline.sources.quality``).
+    ``computed_from`` is the file's provenance fingerprint (``pipeline.sources.quality``); ``extra``
+    entries (the novelty statistics) are stored beside the distances.
     """
     classifier, val_accuracy = load_or_train_classifier(run_dir, cfg, device, log)
     quality = {
@@ -283,6 +288,8 @@ def write_quality(run_dir: str | Path, cfg: Config, real: torch.Tensor, generate
         "fd_samples": min(len(images) for images in generated.values()),
         "fd_real_images": len(real),
         "feature_dim": classifier.config["feature_dim"],
+        "sampling": {"temperature": cfg.sample.temperature, "top_k": cfg.sample.top_k, "top_p": cfg.sample.top_p},
+        **(extra or {}),
     }
     write_json(Path(run_dir) / "report" / "quality.json", {**quality, KEY: computed_from} if computed_from else quality)
     return quality

@@ -14,7 +14,7 @@ from data.provenance import KEY, fingerprint
 
 from .html import render_html
 from .metrics import build_metrics
-from .plots import plot_codebook_usage, plot_stage1_curves, plot_stage2_curves
+from .plots import plot_bits_per_dim, plot_codebook_usage, plot_stage1_curves, plot_stage2_curves
 from .results import REQUIRED, RunFiles, read_run
 
 __all__ = ["REQUIRED", "write_report"]
@@ -30,6 +30,8 @@ def write_report(run_dir: str | Path) -> dict:
         "codebook_usage.png": plot_codebook_usage(files.stage1["code_counts"], out / "codebook_usage.png"),
         "stage2_curves.png": plot_stage2_curves(files.stage2_rows, files.bits, out / "stage2_curves.png"),
     }
+    if metrics["bits_per_dim"]:
+        plots["bits_per_dim.png"] = plot_bits_per_dim(metrics["bits_per_dim"], out / "bits_per_dim.png")
     metrics[KEY] = fingerprint(files.run, shown_files(files))
     page = render_html(files, metrics, plots)
     write_json(out / "metrics.json", metrics)
@@ -40,5 +42,6 @@ def write_report(run_dir: str | Path) -> dict:
 def shown_files(files: RunFiles) -> list[str]:
     """Every run file the report shows or summarises, relative to the run directory."""
     grids = [p for _, p in files.temperatures] + [p for _, p in files.classes]
+    grids += list((files.neighbours or {}).values()) + ([files.run / "report/inception_fid.json"] if files.inception else [])
     shown = [*REQUIRED, "stage2/summary.json", *(str(p.relative_to(files.run)) for p in grids)]
     return [*shown, "stage1/checkpoint.pt", "stage2/checkpoint.pt"]

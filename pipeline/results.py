@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from data.config import Config, load_config
 from data.errors import UserError
 from data.io import read_jsonl
+from data.provenance import recorded, stale_reason
+from data.rundir import RunPaths
 from stage2_prior import PRIORS
 
 from . import sources
@@ -43,6 +46,9 @@ class RunFiles:
     quality: dict
     temperatures: list[tuple[float, Path]]  # the sweep's grids that exist
     classes: list[tuple[int, Path]]  # per-class grids that exist
+    inception: dict | None = None  # report/inception_fid.json when present and current
+    inception_stale: str | None = None  # why a present report/inception_fid.json was left out
+    neighbours: dict | None = None  # {"typical", "closest"}: the nearest-training-image pictures that exist
 
 
 def read_run(run: Path) -> RunFiles:
@@ -68,13 +74,32 @@ def read_run(run: Path) -> RunFiles:
                         f"{run / 'stage1/summary.json'} for K={stage1['num_embeddings']}: stage 2 is out of date; "
                         f"re-run `python -m stage2_prior train --run {run}` and `evaluate`")
     stage2 = read_json(run / "stage2/summary.json", ()) if (run / "stage2/summary.json").is_file() else {}
+    inception, inception_stale = read_inception(run, config)
+    neighbours = {k: p for k, p in RunPaths(run).neighbours.items() if p.is_file()}
     return RunFiles(run, config, read_jsonl(run / "stage1/metrics.jsonl"), stage1,
                     read_jsonl(run / "stage2/metrics.jsonl"), stage2, bits, quality,
-                    temperature_grids(run, config.sample.temperatures), class_grids(run))
+                    temperature_grids(run, config.sample.temperatures), class_grids(run),
+                    inception, inception_stale, neighbours if "novelty" in quality else None)
+
+
+def read_inception(run: Path, config: Config) -> tuple[dict | None, str | None]:
+    """(report/inception_fid.json, None) when present and current; (None, why) when out of date; else (None, None).
+
+    It is optional (``sample.inception_fid``, ``python -m pipeline fid``), so a stale one is left
+    out of the report with a note rather than refused.
+    """
+    path = RunPaths(run).inception_fid
+    if not path.is_file():
+        return None, None
+    n = (recorded(path) or {}).get("settings", {}).get("n")
+    why = stale_reason(path, sources.inception(run, config, n))
+    if why:
+        return None, f"{why}; refresh it with `python -m pipeline fid --run {run}`"
+    return read_json(path, tuple(f"fid_inception_{k}" for k in ("reconstructions", *PRIORS))), None
 
 
 def read_json(path: Path, keys: tuple[str, ...]) -> dict:
-    """A JSON object holding ``keys``; a corrupt file or a missing key is a UserError naming it."""
+    """A JSON object holding ``keys``, each a finite number (or a list of them); else a UserError naming it."""
     try:
         obj = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -83,7 +108,15 @@ def read_json(path: Path, keys: tuple[str, ...]) -> dict:
     if missing:
         raise UserError(f"{path} lacks {', '.join(missing)}; it is from another version, "
                         "re-run the step that writes it")
+    wrong = [k for k in keys if not all(map(is_number, obj[k] if isinstance(obj[k], list) else [obj[k]]))]
+    if wrong:
+        raise UserError(f"{path}: {', '.join(wrong)} must be numbers; the file is damaged, "
+                        "re-run the step that writes it")
     return obj
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def temperature_grids(run: Path, temperatures: list) -> list[tuple[float, Path]]:

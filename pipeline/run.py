@@ -10,6 +10,9 @@ saying why ("stage-2 checkpoint changed since bits_per_code.json").
 
 Under ``accelerate launch`` every process trains, and only the main one encodes, evaluates,
 samples, measures and reports while the others wait.
+
+The Fréchet distances (and the Inception FID, when ``sample.inception_fid`` is on) compare the
+same image sets: ``fd_image_sets`` draws them with one seed at the sample grids' settings.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 from data import Config, load_split, to_model_range
 from data.codes import load_codes
 from data.datasets import save_image_grid
+from data.io import write_json
 from data.provenance import stale_reason
 from data.rundir import RunPaths, commit_config, read_summary_steps, run_lock
 from data.training import is_main_process, wait_for_everyone
@@ -33,12 +37,15 @@ from stage2_prior.evaluate import evaluate as evaluate_prior
 from stage2_prior.train import train as train_stage2
 
 from . import sources
+from .inception import PACKAGE, WEIGHTS, inception_enabled, inception_fid, weights_file
+from .novelty import measure_novelty, neighbour_rows
 from .pipeline import PRIORS, VQPriorPipeline
-from .quality import write_quality
+from .quality import features, load_or_train_classifier, write_quality
 from .report import write_report
 
 # Distinct generator seeds per use, all derived from run.seed.
 SEED_GRIDS, SEED_SWEEP, SEED_CLASSES, SEED_FD = 0, 1, 2, 3
+NEIGHBOUR_COLUMNS = 12  # samples per nearest-training-image picture
 
 
 def default_run_dir(config: Config) -> Path:
@@ -48,6 +55,8 @@ def default_run_dir(config: Config) -> Path:
 def run(config: Config, run_dir: Path, resume: bool = False) -> dict:
     """Run (or resume) every step of the job in ``run_dir``; returns the report's metrics (main process)."""
     main = is_main_process()
+    if config.sample.inception_fid is True:
+        weights_file()  # a missing fid extra is an error now, not after training
     with run_lock(run_dir, main):
         return _run(config, RunPaths(run_dir), resume, main)
 
@@ -57,7 +66,8 @@ def _run(config: Config, paths: RunPaths, resume: bool, main: bool) -> dict:
     say = print if main else (lambda *_: None)
 
     def step(name: str, why: Optional[str], work: Callable[[], object], everyone: bool = False) -> None:
-        """Do ``work`` unless ``why`` is None (current); only the main process unless ``everyone``."""
+        """Do ``work`` unless ``why`` is None (current). ``everyone``: every process works on it (training,
+        the sharded encode) and they meet at a barrier after it; otherwise only the main process runs."""
         if why is None:
             say(f"[{name}] current, skipped")
         else:
@@ -66,12 +76,13 @@ def _run(config: Config, paths: RunPaths, resume: bool, main: bool) -> dict:
             if everyone or main:
                 work()
             timings[name] = round(time.perf_counter() - tic, 1)
-        wait_for_everyone()
+        if everyone:
+            wait_for_everyone()
 
     stage2_steps = read_summary_steps(paths.stage2_summary)
     step("stage 1: VQ-VAE", None if paths.stage1_summary.is_file() else "training",
          lambda: train_stage1(config, run_dir, resume=paths.stage1_checkpoint.exists()), everyone=True)
-    step("encode", "encoding if not up to date", lambda: encode_run(run_dir, "all"))
+    step("encode", "encoding if not up to date", lambda: encode_run(run_dir, "all"), everyone=True)
     step("stage 2: prior", None if stage2_steps == config.stage2.steps else
          ("training" if stage2_steps is None else f"continuing from {stage2_steps} to {config.stage2.steps} steps"),
          lambda: train_stage2(config, run_dir, resume=paths.stage2_checkpoint.exists()), everyone=True)
@@ -85,6 +96,10 @@ def _run(config: Config, paths: RunPaths, resume: bool, main: bool) -> dict:
     step("samples", samples_stale, lambda: write_samples(pipe, config, run_dir))
     step("sample quality", stale_reason(paths.quality, sources.quality(run_dir, config)),
          lambda: measure_quality(pipe, config, run_dir))
+    if inception_enabled(config.sample.inception_fid, pipe.device):
+        n = config.sample.fd_samples
+        step("inception FID", stale_reason(paths.inception_fid, sources.inception(run_dir, config, n)),
+             lambda: write_inception_fid(pipe, config, run_dir, n))
     metrics = write_report(run_dir)
     say(f"[report] {paths.report / 'index.html'}  ({', '.join(f'{k} {v}s' for k, v in timings.items())})")
     return metrics
@@ -120,23 +135,67 @@ def write_samples(pipe: VQPriorPipeline, config: Config, run_dir: Path) -> None:
                       labels=c)
 
 
-def measure_quality(pipe: VQPriorPipeline, config: Config, run_dir: Path) -> dict:
-    """Fréchet distances of each prior's samples and of decoded val codes to the real val images.
+def fd_image_sets(pipe: VQPriorPipeline, config: Config, run_dir: Path,
+                  n: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(real val images, {"reconstructions", "learned", "marginal", "uniform"}), n images each (at most the val split).
 
-    The priors are sampled as their grids are (``sample.temperature``, ``top_k``, ``top_p``), and
-    the learned prior also at every temperature of the sweep (``fd_learned_T<t>``). Every set has
-    the same size (``sample.fd_samples``, at most the val split), since the Fréchet distance is
-    biased by sample size.
+    The priors are sampled as their grids are (``sample.temperature``, ``top_k``, ``top_p``) with
+    one seed, so every measure of sample quality sees the same images. Every set has the same
+    size, since the Fréchet distance is biased by sample size.
     """
     s, seed = config.sample, config.run.seed * 1000 + SEED_FD
-    stamp = sources.quality(run_dir, config)
-    real = to_model_range(load_split(config.data, "val").images[:s.fd_samples])
+    real = to_model_range(load_split(config.data, "val").images[:n])
     n = len(real)
     val_codes, _, _ = load_codes(RunPaths(run_dir).codes("val"), split="val")
     generated = {"reconstructions": pipe.decode(val_codes[:n])}
     for prior in PRIORS:
         generated[prior] = pipe(n, prior, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=seed).images
+    return real, generated
+
+
+def measure_quality(pipe: VQPriorPipeline, config: Config, run_dir: Path) -> dict:
+    """Fréchet distances to the real val images, and the novelty of the learned prior's samples.
+
+    The sets of ``fd_image_sets``, plus the learned prior at every temperature of the sweep
+    (``fd_learned_T<t>``, at the grids' top-k and top-p).
+    """
+    s, seed = config.sample, config.run.seed * 1000 + SEED_FD
+    stamp = sources.quality(run_dir, config)
+    real, generated = fd_image_sets(pipe, config, run_dir, s.fd_samples)
     for t in s.temperatures:
-        generated[f"learned_T{float(t):g}"] = pipe(n, "learned", temperature=float(t), top_k=s.top_k, top_p=s.top_p,
-                                                   seed=seed).images
-    return write_quality(run_dir, config, real, generated, device=pipe.device, computed_from=stamp)
+        generated[f"learned_T{float(t):g}"] = pipe(len(real), "learned", temperature=float(t), top_k=s.top_k,
+                                                   top_p=s.top_p, seed=seed).images
+    novelty = write_novelty(config, run_dir, real, generated["learned"], pipe.device)
+    return write_quality(run_dir, config, real, generated, device=pipe.device, computed_from=stamp,
+                         extra={"novelty": novelty})
+
+
+def write_novelty(config: Config, run_dir: Path, real: torch.Tensor, samples: torch.Tensor, device) -> dict:
+    """Nearest training images of the learned prior's samples (``pipeline.novelty``), and two pictures of them.
+
+    ``report/nearest_typical.png`` shows the first samples, ``nearest_closest.png`` the samples
+    closest to a training image in pixel space (the likeliest copies); each above its nearest
+    training image in pixel space, then in feature space.
+    """
+    classifier, _ = load_or_train_classifier(run_dir, config, device)
+    train = load_split(config.data, "train").images
+    stats, neighbours = measure_novelty(samples, real, train, lambda x: features(classifier, x).float())
+    distances = neighbours["pixel"][0]
+    chosen = {"typical": torch.arange(min(NEIGHBOUR_COLUMNS, len(samples))),
+              "closest": distances.argsort()[:NEIGHBOUR_COLUMNS]}
+    for name, path in RunPaths(run_dir).neighbours.items():
+        save_image_grid(neighbour_rows(samples, train, neighbours, chosen[name]), path, nrow=len(chosen[name]))
+    return {**stats, "closest_pixel_distances": distances[chosen["closest"]].tolist()}
+
+
+def write_inception_fid(pipe: VQPriorPipeline, config: Config, run_dir: Path, n: int) -> dict:
+    """Inception FID of the ``fd_image_sets`` against the real val images -> ``report/inception_fid.json``."""
+    real, generated = fd_image_sets(pipe, config, run_dir, n)
+    tic = time.perf_counter()
+    result = inception_fid(real, generated, pipe.device)
+    s = config.sample
+    result.update(images=len(real), seconds=round(time.perf_counter() - tic, 1), device=str(pipe.device),
+                  weights=f"{PACKAGE}/{WEIGHTS}",
+                  sampling={"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p})
+    write_json(RunPaths(run_dir).inception_fid, sources.stamp(result, sources.inception(run_dir, config, n)))
+    return result

@@ -3,7 +3,9 @@
     bits_per_code.json   the stage-2 checkpoint and the val codes
     samples/*.png        both checkpoints and the sampling settings
     report/quality.json  both checkpoints, the val codes, the feature classifier's settings and
-                         the sampling settings the Fréchet distances use
+                         the sampling settings the Fréchet distances use (also the novelty pictures)
+    report/inception_fid.json  both checkpoints, the val codes, the sampling settings and the
+                         number of images per set
 
 ``stale_parts`` lists the report's inputs that no longer match the run's models, with the
 command that refreshes each; ``pipeline run --resume`` redoes exactly those steps.
@@ -40,6 +42,12 @@ def quality(run: Path, config: Config) -> dict:
 
     settings = {**sampling_settings(config), "fd_samples": config.sample.fd_samples,
                 "temperatures": config.sample.temperatures, "classifier": classifier_settings(config)}
+    return fingerprint(run, ["stage1/checkpoint.pt", "stage2/checkpoint.pt", "codes/val.h5"], settings)
+
+
+def inception(run: Path, config: Config, n: int) -> dict:
+    """What ``report/inception_fid.json`` is computed from, for ``n`` images per set."""
+    settings = {**sampling_settings(config), "n": n}
     return fingerprint(run, ["stage1/checkpoint.pt", "stage2/checkpoint.pt", "codes/val.h5"], settings)
 
 

@@ -4,10 +4,18 @@ Runs the model in eval mode (no EMA or dead-code updates), batch by batch on the
 accelerator when there is one, appending each batch to the file as it goes: peak memory
 is one batch, whatever the number of images. The file is written under a temporary name
 and renamed into place only when complete (``data.codes.CodeWriter``).
+
+Beside each val grid the file stores the image's distortion, -log2 p(x | z_q(x)) in bits under
+the decoder's discretised likelihood (``VQVAE.distortion_bits``). That is how bits per dimension
+cross the stage boundary: stage 2 adds its prior's code length to it without loading stage 1.
+(Only the val split, which bits per dimension is reported on: for the training split it would
+add a full decoder pass and likelihood per image to every encode.)
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -18,24 +26,60 @@ from data import CodeWriter, load_config, load_split, read_code_info, to_model_r
 from data.errors import UserError
 from data.io import sha256_file
 from data.rundir import RunPaths
-from data.training import make_accelerator
+from data.training import make_accelerator, process_count, process_rank
 
 from .model import VQVAE
 
 SPLITS = ("train", "val")
+DISTORTION_SPLITS = ("val",)  # splits whose code files carry each image's distortion bits
 
 
 def encode_batches(model: VQVAE, batches: Iterable[tuple[torch.Tensor, Optional[torch.Tensor]]], path: Path, *,
                    grid: tuple[int, int], dataset: str, split: str, checkpoint_sha256: str, has_labels: bool,
-                   device: torch.device, total: Optional[int] = None) -> int:
-    """Stream (uint8 images, labels) batches through ``model.encode`` into ``path``; returns N."""
+                   device: torch.device, total: Optional[int] = None, distortion_dims: Optional[int] = None) -> int:
+    """Stream (uint8 images, labels) batches through ``model.encode`` into ``path``; returns N.
+
+    With ``distortion_dims`` (C*H*W) each image's distortion bits are stored beside its grid.
+    Under several processes (``accelerate launch``) every process runs through the same batches
+    and encodes its share of each (rows rank, rank + world, ...); the main process gathers the
+    shares back into order and alone writes the one file.
+    """
     model.eval()
-    with CodeWriter(path, num_embeddings=model.num_embeddings, embedding_dim=model.quantizer.embedding_dim,
-                    grid=grid, dataset=dataset, split=split, stage1_checkpoint_sha256=checkpoint_sha256,
-                    has_labels=has_labels) as writer:
-        for images, labels in tqdm(batches, total=total, desc=f"encode {split}", unit="batch", leave=False):
-            writer.append(model.encode(to_model_range(images.to(device, non_blocking=True))), labels)
-        return writer.count
+    rank, world = process_rank(), process_count()
+    writer = CodeWriter(path, num_embeddings=model.num_embeddings, embedding_dim=model.quantizer.embedding_dim,
+                        grid=grid, dataset=dataset, split=split, stage1_checkpoint_sha256=checkpoint_sha256,
+                        has_labels=has_labels, distortion_dims=distortion_dims,
+                        distortion_likelihood=model.likelihood) if rank == 0 else None
+    with writer or contextlib.nullcontext():
+        for images, labels in tqdm(batches, total=total, desc=f"encode {split}", unit="batch", leave=False,
+                                   disable=rank != 0):
+            x = to_model_range(images[rank::world].to(device, non_blocking=True))
+            codes = model.encode(x)
+            bits = model.distortion_bits(x, codes) if distortion_dims else None
+            if world > 1:
+                codes, bits = gather_shares(codes, bits, len(images), world)
+            if writer is not None:
+                writer.append(codes, labels, bits)
+        return writer.count if writer is not None else 0
+
+
+def gather_shares(codes: torch.Tensor, bits: Optional[torch.Tensor], n: int, world: int):
+    """Every process's share of a batch of ``n`` (rows r, r + world, ...) back in row order, on every process."""
+    import torch.distributed as dist
+
+    size = -(-n // world)  # shares padded to one size for all_gather
+
+    def gather(part: torch.Tensor) -> torch.Tensor:
+        padded = torch.zeros(size, *part.shape[1:], dtype=part.dtype, device=part.device)
+        padded[:len(part)] = part
+        shares = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(shares, padded)
+        out = torch.empty(n, *part.shape[1:], dtype=part.dtype, device=part.device)
+        for r, share in enumerate(shares):
+            out[r::world] = share[:len(range(r, n, world))]
+        return out
+
+    return gather(codes), (gather(bits) if bits is not None else None)
 
 
 def encode_run(run_dir: Path, split: str = "all", force: bool = False, batch_size: int = 1000) -> list[Path]:
@@ -51,30 +95,36 @@ def encode_run(run_dir: Path, split: str = "all", force: bool = False, batch_siz
     device = make_accelerator("no", config.run.device).device
     model = VQVAE.from_checkpoint(paths.stage1_checkpoint, map_location=device)
     sha = sha256_file(paths.stage1_checkpoint)
+    say = print if process_rank() == 0 else (lambda *_: None)
     written = []
     for name in SPLITS if split == "all" else (split,):
         path = paths.codes(name)
         data = load_split(config.data, name)
-        stale = None if force or not path.exists() else why_stale(path, sha, name, len(data))
+        distortion = model.can_measure_distortion and name in DISTORTION_SPLITS
+        stale = None if force or not path.exists() else why_stale(path, sha, name, len(data), distortion)
         if path.exists() and not force and stale is None:
-            print(f"{path} is up to date ({len(data)} grids); --force re-encodes")
+            say(f"{path} is up to date ({len(data)} grids); --force re-encodes")
             written.append(path)
             continue
         if stale:
-            print(f"{path}: {stale}; encoding again")
+            say(f"{path}: {stale}; encoding again")
         grid = model.grid_size(tuple(data.images.shape[-2:]))
         label_batches = data.labels.split(batch_size) if data.labels is not None else [None] * len(data)
         batches = zip(data.images.split(batch_size), label_batches)
+        dims = math.prod(data.images.shape[1:]) if distortion else None
         n = encode_batches(model, batches, path, grid=grid, dataset=config.data.dataset, split=name,
                            checkpoint_sha256=sha, has_labels=data.labels is not None, device=device,
-                           total=-(-len(data) // batch_size))
-        print(f"wrote {path}: {n} grids of {grid[0]}x{grid[1]} codes")
+                           total=-(-len(data) // batch_size), distortion_dims=dims)
+        say(f"wrote {path}: {n} grids of {grid[0]}x{grid[1]} codes")
         written.append(path)
     return written
 
 
-def why_stale(path: Path, sha: str, split: str, num_images: int) -> str | None:
-    """Why an existing code file does not match this checkpoint and split (None: it does)."""
+def why_stale(path: Path, sha: str, split: str, num_images: int, distortion: bool = False) -> str | None:
+    """Why an existing code file does not match this checkpoint and split (None: it does).
+
+    With ``distortion``, a file without the per-image distortion bits is stale too.
+    """
     try:
         info = read_code_info(path)
     except UserError as exc:
@@ -83,4 +133,6 @@ def why_stale(path: Path, sha: str, split: str, num_images: int) -> str | None:
         return "encoded with another stage-1 checkpoint"
     if info.split != split or info.num_codes != num_images:
         return f"holds {info.num_codes} grids of split '{info.split}', not the {num_images} images of '{split}'"
+    if distortion and not info.has_distortion:
+        return "holds no distortion bits"
     return None

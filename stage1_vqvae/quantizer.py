@@ -206,16 +206,25 @@ class VectorQuantizer(nn.Module):
         Outputs are drawn without replacement with probability proportional to their squared
         distance to their code (as in k-means++ seeding), so new codes go where the
         quantisation error is, rather than splitting an already well-covered dense region
-        such as a plain background. Identical on all ranks (rank 0's choice is broadcast).
+        such as a plain background. Under several processes rank 0 draws from its own batch and
+        broadcasts first how many codes it moves, then the vectors, so every rank moves the same
+        codes to the same place even when the ranks' batches hold different numbers of badly
+        quantised outputs.
         """
-        error = (flat - self.embedding.detach()[indices].float()).pow(2).sum(1)
-        count = min(int(mask.sum()), int((error > 0).sum()))
-        new = flat[torch.multinomial(error, count, replacement=False)] if count else flat[:0]
-        if count < int(mask.sum()):  # fewer distinct badly-quantised outputs than dead codes: keep the rest
-            mask = mask.clone()
-            mask[mask.nonzero().flatten()[count:]] = False
+        count = torch.zeros((), dtype=torch.long, device=flat.device)
+        new = None
+        if not _distributed() or dist.get_rank() == 0:
+            error = (flat - self.embedding.detach()[indices].float()).pow(2).sum(1)
+            count.fill_(min(int(mask.sum()), int((error > 0).sum())))
+            new = flat[torch.multinomial(error, int(count), replacement=False)] if count else flat[:0]
         if _distributed():
+            dist.broadcast(count, src=0)
+            if new is None:
+                new = flat.new_empty(int(count), flat.shape[1])
             dist.broadcast(new, src=0)
+        if int(count) < int(mask.sum()):  # fewer distinct badly-quantised outputs than dead codes: keep the rest
+            mask = mask.clone()
+            mask[mask.nonzero().flatten()[int(count):]] = False
         self._set_codes(mask, new)
         self.unused_steps.masked_fill_(mask, 0)
 

@@ -1,12 +1,21 @@
-"""Stage-1 training loop: reconstruction MSE / data variance + VQ loss, with accelerate.
+"""Stage-1 training loop: reconstruction term + VQ loss, with accelerate.
+
+The reconstruction term depends on ``stage1.likelihood``: ``gaussian`` minimises the MSE
+divided by the data variance (NMSE: 1 = no better than the data's mean); ``logistic``
+minimises the discretised-logistic NLL per sub-pixel divided by that of a Gaussian with the
+data's variance (``likelihood.reference_nats``: 1 = no better than the data's spread), so
+both train at a comparable loss scale.
 
 Reads straight through: build data and model, restore a checkpoint if resuming, then one
 optimizer update per step on a step-indexed batch, logging, periodic atomic checkpoints,
-and a final validation pass that writes ``summary.json`` and ``reconstructions.png``.
+fitting the Gaussian pixel scale (``VQVAE.fit_pixel_scale``) into the final checkpoint, and a
+final validation pass that writes ``summary.json`` and ``reconstructions.png``. Reported NMSE
+is that of the clamped means, the images ``decode`` returns, for either likelihood.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict
@@ -17,14 +26,16 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import Config, load_split, to_model_range
-from data.datasets import data_variance, save_image_grid
+from data.datasets import data_variance, on_device, save_image_grid
 from data.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from data.errors import UserError
-from data.io import MetricsLog, capture_rng, restore_rng, write_json
+from data.io import MetricsLog, capture_rng, logged_time, restore_rng, write_json
 from data.rundir import commit_config
-from data.training import StepBatches, make_accelerator, run_environment, seed_everything, warn_if_threads_differ
+from data.training import (StepBatches, make_accelerator, replicas_agree, run_environment, seed_everything,
+                           warn_if_threads_differ)
 
-from .model import VQVAE
+from .likelihood import discretized_log_prob, reference_nats
+from .model import VQVAE, VQVAEOutput
 
 RESUME_KEYS = ("in_channels", "optimizer", "step", "rng")
 
@@ -50,6 +61,8 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
 
     train_set, val_set = load_split(config.data, "train"), load_split(config.data, "val")
     check_image_size(config, train_set.images.shape)
+    batches = StepBatches(len(train_set), s.batch_size, config.run.seed,
+                          accelerator.process_index, accelerator.num_processes)  # checks the batch fits the data
     variance = data_variance(train_set.images)
     model = build_model(config, train_set.images.shape[1])
     optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
@@ -65,6 +78,8 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
         step = state["step"]
         restore_rng(state["rng"])
         warn_if_threads_differ(state.get("environment"), "stage 1")
+        if step >= s.steps and (out / "summary.json").is_file():  # complete: nothing to redo or rewrite
+            return json.loads((out / "summary.json").read_text())
     if accelerator.is_main_process:
         commit_config(run_dir, config)  # the run has begun: data loaded, model built
     log = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None) \
@@ -75,9 +90,7 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
     model, optimizer = accelerator.prepare(model, optimizer)
     environment = run_environment(accelerator)
     forward = torch.compile(model) if s.compile else model
-    images = train_set.images.to(accelerator.device)  # uint8: the whole set lives on the device
-    batches = StepBatches(len(images), s.batch_size, config.run.seed,
-                          accelerator.process_index, accelerator.num_processes)
+    images = on_device(train_set.images, accelerator.device)  # uint8: in memory on the device, or read from disk
 
     def save(at_step: int) -> None:
         if accelerator.is_main_process:
@@ -92,13 +105,14 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
     bar = tqdm(total=s.steps, initial=step, desc="stage 1", disable=not accelerator.is_local_main_process,
                dynamic_ncols=True)
     tic, seen = time.perf_counter(), 0
+    earlier = logged_time(out / "metrics.jsonl", step) if step else 0.0  # training seconds before a resume
     while step < s.steps:
-        x = to_model_range(images[batches(step)])
+        x = to_model_range(images[batches(step)].to(accelerator.device))
         if s.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out_ = forward(x)
-        recon_nmse = F.mse_loss(out_.reconstruction.float(), x) / variance
-        loss = recon_nmse + out_.vq.loss
+        recon = reconstruction_loss(out_, x, variance, s.likelihood)
+        loss = recon + out_.vq.loss
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         optimizer.step()
@@ -107,10 +121,12 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
         bar.update(1)
 
         if step % s.log_every == 0 or step == s.steps:
-            row = {"step": step, "loss": loss.item(), "recon_nmse": recon_nmse.item(),
+            row = {"step": step, "loss": loss.item(), "recon_loss": recon.item(),
+                   "recon_nmse": clamped_nmse(out_.reconstruction.detach(), x, variance),
                    "vq_loss": out_.vq.loss.item(), "perplexity": out_.vq.perplexity.item(),
                    "codes_used": int(out_.vq.codes_used), "lr": optimizer.param_groups[0]["lr"],
-                   "images_per_s": seen / (time.perf_counter() - tic)}
+                   "images_per_s": seen / (time.perf_counter() - tic),
+                   "train_time_s": round(earlier + time.perf_counter() - tic, 3)}
             if not math.isfinite(row["loss"]):
                 raise RuntimeError(f"stage-1 loss is {row['loss']} at step {step}; lower stage1.lr")
             if step % s.eval_every == 0 or step == s.steps:
@@ -123,36 +139,67 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
         if step % s.checkpoint_every == 0 or step == s.steps:
             save(step)
     bar.close()
-    train_seconds = time.perf_counter() - tic
+    train_seconds = earlier + time.perf_counter() - tic
+    net = accelerator.unwrap_model(model)
+    if not net.can_measure_distortion:  # a Gaussian decoder gets its pixel scale once, into the last checkpoint
+        net.fit_pixel_scale(images)
+        save(step)
 
+    if not replicas_agree(net):  # DDP, all-reduced EMA statistics and broadcast re-seeds keep them identical
+        raise RuntimeError("the processes ended stage 1 with different weights or codebooks; please report this bug")
     summary = finish(accelerator.unwrap_model(model), val_set.images, variance, out, accelerator.device,
                      write=accelerator.is_main_process)
     summary.update(steps=s.steps, train_seconds=train_seconds,
-                   images_per_s=seen / train_seconds if seen else None,
+                   images_per_s=seen / (train_seconds - earlier) if seen else None,
                    class_names=list(train_set.class_names) if train_set.class_names else None, **environment)
     if accelerator.is_main_process:
         write_json(out / "summary.json", summary)
     return summary
 
 
+def reconstruction_loss(out: VQVAEOutput, x: torch.Tensor, variance: float, likelihood: str) -> torch.Tensor:
+    """The reconstruction term: MSE / variance, or the discretised-logistic NLL / ``reference_nats(variance)``.
+
+    The NLL is -1/(B C H W) sum log P(x | mean, s) in nats over the batch's sub-pixels.
+    """
+    if likelihood == "logistic":
+        nll = -discretized_log_prob(x, out.reconstruction.float(), out.log_scale.float(), "logistic").mean()
+        return nll / reference_nats(variance)
+    return F.mse_loss(out.reconstruction.float(), x) / variance
+
+
+def clamped_nmse(reconstruction: torch.Tensor, x: torch.Tensor, variance: float) -> float:
+    """NMSE of the reconstructions clamped to the data range (what ``decode`` returns)."""
+    return (F.mse_loss(reconstruction.float().clamp(-0.5, 0.5), x) / variance).item()
+
+
 @torch.no_grad()
 def evaluate(model, images: torch.Tensor, variance: float, device, batch_size: int = 500) -> dict:
-    """Validation NMSE, perplexity and code usage over a whole uint8 image set (eval mode: no updates)."""
+    """Validation NMSE (clamped), perplexity, code usage and distortion over a uint8 image set (eval mode).
+
+    ``distortion_bits_per_dim`` is -log2 p(x | z_q(x)) / (C H W) averaged over the images, once
+    the decoder's likelihood is defined (logistic, or Gaussian with a fitted scale).
+    """
     model.eval()
     net = model.module if hasattr(model, "module") else model
     k = net.num_embeddings
     counts = torch.zeros(k, dtype=torch.long)
-    sq_err, n = 0.0, 0
+    sq_err, distortion, n = 0.0, 0.0, 0
     for batch in images.split(batch_size):
         x = to_model_range(batch.to(device))
         out = net(x)
-        sq_err += F.mse_loss(out.reconstruction.float(), x, reduction="sum").item()
+        sq_err += F.mse_loss(out.reconstruction.float().clamp(-0.5, 0.5), x, reduction="sum").item()
+        if net.can_measure_distortion:
+            distortion += net.distortion_bits(x, out.vq.indices).sum().item()
         n += x.numel()
         counts += torch.bincount(out.vq.indices.flatten().cpu(), minlength=k)
     probs = counts.double() / counts.sum()
     perplexity = torch.exp(-(probs[probs > 0] * probs[probs > 0].log()).sum()).item()
-    return {"recon_nmse": sq_err / n / variance, "perplexity": perplexity,
-            "codes_used": int((counts > 0).sum()), "code_counts": counts.tolist()}
+    result = {"recon_nmse": sq_err / n / variance, "perplexity": perplexity,
+              "codes_used": int((counts > 0).sum()), "code_counts": counts.tolist()}
+    if net.can_measure_distortion:
+        result["distortion_bits_per_dim"] = distortion / n
+    return result
 
 
 def finish(model: VQVAE, val_images: torch.Tensor, variance: float, out: Path, device, write: bool = True) -> dict:
@@ -163,4 +210,6 @@ def finish(model: VQVAE, val_images: torch.Tensor, variance: float, out: Path, d
         save_image_grid(torch.cat([x, model.decode(model.encode(x))]), out / "reconstructions.png", nrow=16)
     return {"val_recon_nmse": metrics["recon_nmse"], "perplexity": metrics["perplexity"],
             "codes_used": metrics["codes_used"], "num_embeddings": model.num_embeddings,
-            "code_counts": metrics["code_counts"]}
+            "code_counts": metrics["code_counts"], "likelihood": model.likelihood,
+            "val_distortion_bits_per_dim": metrics.get("distortion_bits_per_dim"),
+            "pixel_scale": model.pixel_log_scale.exp().tolist() if model.likelihood == "gaussian" else None}

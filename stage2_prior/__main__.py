@@ -24,9 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(train_parser)
     train_parser.add_argument("--resume", action="store_true", help="continue from DIR/stage2/checkpoint.pt")
     evaluate_parser = commands.add_parser(
-        "evaluate", help="bits per val code under the learned, marginal and uniform priors",
+        "evaluate", help="bits per val code and bits per dimension under the learned, marginal and uniform priors",
         description="Mean negative log2-likelihood per code of DIR/codes/val.h5 under the learned prior, "
-                    "the marginal prior and the uniform prior; writes DIR/stage2/bits_per_code.json.")
+                    "the marginal prior and the uniform prior, and each prior's bits per dimension (stage 1's "
+                    "distortion stored in the val code file plus the prior's rate, an upper bound on "
+                    "-log2 p(x) per sub-pixel); writes DIR/stage2/bits_per_code.json.")
     evaluate_parser.add_argument("--run", required=True, metavar="DIR", help="run directory with a trained stage 2")
     args = parser.parse_args(argv)
 

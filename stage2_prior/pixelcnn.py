@@ -77,21 +77,25 @@ class GatedLayer(nn.Module):
         h_pre = H * h + W_vh shift_down(v_pre) + c_h
                                            kernel (1, p) over j-p..j-1 if first, else (1, p+1) over j-p..j
         g     = dropout(gate(h_pre))
-        h'    = W_res g  (first layer),  h + W_res g  (later layers)
+        h'    = W_res g  (first layer),  h + W_res g  (later layers);  none in the last layer
         s     = W_skip g                   the skip connection to the output head
+
+    The last layer has no ``W_res``: only its skip output reaches the head, and a weight that
+    never gets a gradient would also stop data-parallel training (DDP) at its first step.
 
     The convolutions here do no padding: ``forward`` pads the whole grid; incremental sampling
     calls ``vertical_row`` and ``horizontal_position`` with ``apply=dense`` on the windows it
     cuts itself, one window per output position.
     """
 
-    def __init__(self, hidden: int, kernel_size: int, num_classes: int, dropout: float, first: bool):
+    def __init__(self, hidden: int, kernel_size: int, num_classes: int, dropout: float, first: bool,
+                 last: bool = False):
         super().__init__()
         self.p, self.first = kernel_size // 2, first
         self.vertical = nn.Conv2d(hidden, 2 * hidden, (self.p + 1, kernel_size))
         self.horizontal = nn.Conv2d(hidden, 2 * hidden, (1, self.p if first else self.p + 1))
         self.vertical_to_horizontal = nn.Conv2d(2 * hidden, 2 * hidden, 1)
-        self.residual = nn.Conv2d(hidden, hidden, 1)
+        self.residual = nn.Conv2d(hidden, hidden, 1) if not last else None
         self.skip = nn.Conv2d(hidden, hidden, 1)
         self.label_bias = nn.Embedding(num_classes, 4 * hidden) if num_classes else None
         self.dropout = nn.Dropout(dropout)
@@ -111,6 +115,8 @@ class GatedLayer(nn.Module):
                             apply=conv) -> tuple[torch.Tensor, torch.Tensor]:
         """(h', s) from the left-padded current row, the input h and the vertical stack's contribution."""
         g = self.dropout(gate(apply(self.horizontal, h_window) + v_to_h + c_h))
+        if self.residual is None:  # the last layer: nothing reads its horizontal output
+            return h, apply(self.skip, g)
         out = apply(self.residual, g)
         return (out if self.first else h + out), apply(self.skip, g)
 
@@ -143,8 +149,8 @@ class GatedPixelCNN(nn.Module):
             raise ValueError("num_embeddings, hidden and layers must be positive, num_classes non-negative")
         self.config, self.num_embeddings, self.num_classes = config, num_embeddings, num_classes
         self.embedding = nn.Embedding(num_embeddings, c.hidden)
-        self.layers = nn.ModuleList(GatedLayer(c.hidden, c.kernel_size, num_classes, c.dropout, first=(i == 0))
-                                    for i in range(c.layers))
+        self.layers = nn.ModuleList(GatedLayer(c.hidden, c.kernel_size, num_classes, c.dropout, first=(i == 0),
+                                               last=(i == c.layers - 1)) for i in range(c.layers))
         self.head_hidden = nn.Conv2d(c.hidden, c.hidden, 1)
         self.head_out = nn.Conv2d(c.hidden, num_embeddings, 1)
 
@@ -214,10 +220,15 @@ class GatedPixelCNN(nn.Module):
 
     @classmethod
     def from_state(cls, state: dict, source: str | os.PathLike = "the checkpoint") -> "GatedPixelCNN":
-        """The trained prior of an already loaded stage-2 checkpoint, in eval mode, on the CPU."""
+        """The trained prior of an already loaded stage-2 checkpoint, in eval mode, on the CPU.
+
+        Its weights are the moving average (``ema``) when training kept one, else the last ones.
+        """
         config = model_from_dict(PixelCNNConfig, state["model_config"], f"stage-2 checkpoint {source}")
         model = cls(int(state["num_embeddings"]), config, int(state["num_classes"]))
-        return load_weights(model, state["model"], source).eval()
+        unused = f"layers.{config.layers - 1}.residual."  # older checkpoints hold the last layer's unused W_res
+        weights = {k: v for k, v in state.get("ema", state["model"]).items() if not k.startswith(unused)}
+        return load_weights(model, weights, source).eval()
 
 
 def check_labels(labels, num_classes: int, n: int, device) -> Optional[torch.Tensor]:

@@ -4,7 +4,8 @@
 
 logged as bits per code (loss / ln 2) next to the same quantity on the val codes. AdamW
 (weight decay on weight matrices only, as in nanoGPT), linear warm-up then cosine decay,
-dropout inside the gated layers, optional gradient clipping. Runs through ``accelerate``:
+dropout inside the gated layers, optional gradient clipping, and optionally an exponential
+moving average of the weights (``stage2.ema_decay``) that is evaluated, saved and sampled. Runs through ``accelerate``:
 bf16 on a GPU, several GPUs under ``accelerate launch``.
 
 Resuming is exact on the CPU: the checkpoint holds model, optimizer, step and every RNG,
@@ -15,6 +16,7 @@ of an uninterrupted one.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -29,10 +31,10 @@ from data.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from data.codes import CodeDataset, load_codes
 from data.config import Config
 from data.errors import UserError
-from data.io import MetricsLog, capture_rng, read_jsonl, restore_rng, write_json
+from data.io import MetricsLog, capture_rng, logged_time, restore_rng, write_json
 from data.rundir import RunPaths, commit_config
-from data.training import (StepBatches, cosine_lr, make_accelerator, run_environment, seed_everything,
-                           warn_if_threads_differ)
+from data.training import (StepBatches, cosine_lr, is_main_process, make_accelerator, run_environment,
+                           seed_everything, warn_if_threads_differ)
 
 from .baselines import marginal_log_probs
 from .evaluate import bits_per_code
@@ -81,7 +83,7 @@ def load_inputs(run_dir: Path, cfg, resume: bool):
     info = train_set.info
     checkpoint_path = RunPaths(run_dir).stage2_checkpoint
     state = load_checkpoint(checkpoint_path, "stage2", RESUME_KEYS) if resume and checkpoint_path.exists() else None
-    if resume and state is None:
+    if resume and state is None and is_main_process():
         print(f"no checkpoint at {checkpoint_path} yet: starting stage 2 from step 0")
     num_classes = int(train_set.labels.max()) + 1 if cfg.conditional else 0
     if state is not None:
@@ -92,11 +94,25 @@ def load_inputs(run_dir: Path, cfg, resume: bool):
     return train_set, val_codes, val_labels, state, num_classes
 
 
-def time_so_far(metrics: Path, step: int) -> float:
-    """Training seconds up to ``step``, from the metrics log (wall time stays out of checkpoints,
-    which are byte-identical for identical runs)."""
-    rows = [r for r in read_jsonl(metrics) if r.get("step", 0) <= step and "train_time_s" in r]
-    return float(rows[-1]["train_time_s"]) if rows else 0.0
+class WeightEMA:
+    """Exponential moving average of a model's weights, the prior that evaluation and sampling use.
+
+        theta_ema <- d * theta_ema + (1 - d) * theta,    d = min(decay, (1 + t) / (10 + t))
+
+    after every optimizer step t; the warm-up of d keeps the random initial weights from
+    dominating the average early on. Averaging the last ~1/(1-d) steps' weights smooths out the
+    noise of small-batch SGD, which on a few thousand training grids is most of the overfitting.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for averaged, current in zip(self.model.parameters(), model.parameters()):
+            averaged.lerp_(current.detach(), 1.0 - d)
 
 
 def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> dict:
@@ -114,18 +130,24 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> d
     accelerator = make_accelerator(cfg.mixed_precision, config.run.device)
     main_process = accelerator.is_main_process
     seed_everything(config.run.seed)
+    batches = StepBatches(len(train_set), cfg.batch_size, config.run.seed, accelerator.process_index,
+                          accelerator.num_processes)  # checks the batch fits the data before anything is written
     model = GatedPixelCNN(info.num_embeddings, cfg.model_config(), num_classes)
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
     start, train_time = 0, 0.0
     if state is not None:
         load_weights(model, state["model"], out / "checkpoint.pt")
         optimizer.load_state_dict(state["optimizer"])
-        start, train_time = state["step"], time_so_far(RunPaths(run_dir).stage2 / "metrics.jsonl", state["step"])
+        start, train_time = state["step"], logged_time(RunPaths(run_dir).stage2 / "metrics.jsonl", state["step"])
         restore_rng(state["rng"])
         warn_if_threads_differ(state.get("environment"), "stage 2")
     if main_process:
         commit_config(run_dir, config)  # the run has begun: codes read, model built
     marginal = marginal_log_probs(train_set.codes, info.num_embeddings, cfg.marginal_smoothing)
+    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    if ema is not None and state is not None and "ema" in state:
+        load_weights(ema.model, state["ema"], out / "checkpoint.pt")
+    evaluated = ema.model if ema is not None else model  # the prior that is evaluated, saved and sampled
     forward = torch.compile(model) if cfg.compile else model
     forward, optimizer = accelerator.prepare(forward, optimizer)
     environment = run_environment(accelerator)
@@ -133,12 +155,11 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> d
     device = accelerator.device
     codes = train_set.codes.to(device)
     labels = train_set.labels.to(device) if num_classes else None
-    batches = StepBatches(len(codes), cfg.batch_size, config.run.seed, accelerator.process_index,
-                          accelerator.num_processes)
     log = MetricsLog(out / "metrics.jsonl", resume_step=start if state is not None else None) if main_process else None
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(out / "checkpoint.pt", "stage2", model=model.state_dict(),
+        extra = {"ema": ema.model.state_dict()} if ema is not None else {}
+        save_checkpoint(out / "checkpoint.pt", "stage2", model=model.state_dict(), **extra,
                         model_config=asdict(model.config), optimizer=optimizer.state_dict(), step=step,
                         rng=capture_rng(), num_embeddings=info.num_embeddings, grid=list(info.grid),
                         num_classes=num_classes, stage1_checkpoint_sha256=info.stage1_checkpoint_sha256,
@@ -159,6 +180,8 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> d
         if cfg.grad_clip > 0:
             accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
+        if ema is not None:
+            ema.update(model, step)
         train_time += time.perf_counter() - tick
         bar.update()
         done = step + 1
@@ -167,7 +190,7 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> d
             record = {"step": done, "train_bits_per_code": loss.item() / math.log(2), "lr": lr,
                       "train_time_s": round(train_time, 3)}
             if done % cfg.eval_every == 0 or last:
-                val_bits = bits_per_code(model, val_codes, val_labels)
+                val_bits = bits_per_code(evaluated, val_codes, val_labels)
                 record["val_bits_per_code"] = val_bits
             if main_process:
                 log.log(record)
@@ -177,7 +200,7 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> d
     bar.close()
 
     if val_bits is None:  # nothing left to train (resumed a finished run)
-        val_bits = bits_per_code(model, val_codes, val_labels)
+        val_bits = bits_per_code(evaluated, val_codes, val_labels)
     summary = {"steps": cfg.steps, "final_val_bits_per_code": val_bits, "train_time_s": round(train_time, 3),
                "grids_per_s": round(cfg.steps * cfg.batch_size * accelerator.num_processes / max(train_time, 1e-9), 2),
                "parameters": sum(p.numel() for p in model.parameters()), "num_embeddings": info.num_embeddings,

@@ -65,3 +65,30 @@ def tiny_run(tiny_run_template, tmp_path) -> Path:
     run = tmp_path / "run"
     shutil.copytree(tiny_run_template, run)
     return run
+
+
+FAST = ["stage1.steps=4", "stage2.steps=6", "sample.fd_samples=16", "sample.classifier_steps=4"]
+
+
+@pytest.fixture(scope="session")
+def fast_run(tmp_path_factory) -> Path:
+    """The whole tiny job with fewer steps (``FAST``), run once by the command a user types.
+
+    Shared by several test files: a test that changes it works on its own copy.
+    """
+    run = tmp_path_factory.mktemp("fast") / "run"
+    result = run_cli("pipeline", "run", "--config", "tiny", "--run", str(run),
+                     *[arg for item in FAST for arg in ("--set", item)])
+    assert result.returncode == 0, result.stderr
+    return run
+
+
+def one_line_error(result: subprocess.CompletedProcess, *words: str) -> str:
+    """Assert a refused command: exit 2, one ``error:`` line (progress bars aside) naming ``words``, no traceback."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip() and "%|" not in line]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]

@@ -156,3 +156,41 @@ def test_write_quality_writes_every_fd_and_the_accuracy(tmp_path, small_splits, 
             "fd_samples"} <= set(saved)
     assert saved["fd_reconstructions"] == pytest.approx(0.0, abs=1e-6)  # same images, other order
     assert saved["fd_marginal"] > saved["fd_learned"] and saved["fd_samples"] == 200
+
+
+# ---------------------------------------------------------------- novelty: nearest training images
+
+
+def test_nearest_over_chunks_matches_brute_force():
+    from pipeline.novelty import nearest
+
+    gen = torch.Generator().manual_seed(0)
+    queries, references = torch.randn(37, 5, generator=gen), torch.randn(101, 5, generator=gen)
+    distance, index = nearest(queries, references.split(16))  # 7 chunks, the last one short
+    brute = torch.cdist(queries, references)
+    torch.testing.assert_close(distance, brute.min(1).values, rtol=1e-5, atol=1e-5)
+    assert torch.equal(index, brute.argmin(1))
+
+
+def test_pixel_distance_is_the_rms_pixel_difference():
+    from pipeline.novelty import nn_distances, pixel_embedding
+
+    train = torch.zeros(3, 1, 4, 4, dtype=torch.uint8)
+    train[1] += 255  # an all-white image
+    sample = torch.full((1, 1, 4, 4), 0.5)  # model-range white, plus a half-grey corner pixel
+    sample[0, 0, 0, 0] = 0.0
+    distance, index = nn_distances(sample, train, pixel_embedding, chunk=2)
+    assert index.tolist() == [1] and distance.item() == pytest.approx(math.sqrt(0.5 ** 2 / 16), rel=1e-5)
+
+
+def test_copies_of_training_images_are_counted_and_new_images_are_not(fashion):
+    from pipeline.novelty import measure_novelty
+
+    train, val = fashion[0].images[:600], to_model_range(fashion[1].images[:200])
+    copies = to_model_range(train[:50])
+    stats, neighbours = measure_novelty(copies, val, train, lambda x: x.flatten(1))
+    assert stats["space"] == "pixel" and stats["copy_fraction"] == 1.0 and stats["median_nn_distance_samples"] < 1e-3
+    assert neighbours["pixel"][1].tolist() == list(range(50))  # each copy finds its own original
+    assert stats["median_nn_distance_val"] > 0.05 and stats["feature"]["copy_fraction"] == 1.0
+    fresh, _ = measure_novelty(to_model_range(fashion[1].images[200:300]), val, train, lambda x: x.flatten(1))
+    assert fresh["copy_fraction"] < 0.1  # other held-out images: about the 1% the threshold lets through

@@ -253,8 +253,7 @@ def _sync_worker(rank, world, port, decay, result_dir):
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("decay", [0.0, 0.9])
-def test_multi_process_codebooks_stay_identical(tmp_path, decay):
+def _spawn_two(worker, *args):
     import socket
 
     import torch.multiprocessing as mp
@@ -262,10 +261,39 @@ def test_multi_process_codebooks_stay_identical(tmp_path, decay):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_sync_worker, args=(2, port, decay, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(worker, args=(2, port, *args), nprocs=2, join=True)
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.9])
+def test_multi_process_codebooks_stay_identical(tmp_path, decay):
+    _spawn_two(_sync_worker, decay, str(tmp_path))
     a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def _uneven_reseed_worker(rank, world, port, result_dir):
+    """Rank 0 has 3 badly quantised outputs, rank 1 none (its batch sits exactly on code 0)."""
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    vq = VectorQuantizer(4, 2, dead_code_steps=1)
+    vq.codebook.data = torch.tensor([[0.0, 0.0], [50.0, 50.0], [60.0, 60.0], [70.0, 70.0]])
+    points = torch.zeros(8, 2)
+    if rank == 0:
+        points[:3] = torch.tensor([[5.0, -5.0], [-4.0, 6.0], [3.0, 3.0]])
+    vq(rearrange(points, "(b h w) d -> b d h w", b=1, h=2, w=4))
+    torch.save(vq.state_dict(), os.path.join(result_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_reseeding_agrees_across_ranks_with_different_numbers_of_candidates(tmp_path):
+    _spawn_two(_uneven_reseed_worker, str(tmp_path))
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert torch.equal(a["embedding"], b["embedding"])
+    moved = a["embedding"][1:]  # the three dead codes now sit on rank 0's outliers
+    assert sorted(map(tuple, moved.tolist())) == [(-4.0, 6.0), (3.0, 3.0), (5.0, -5.0)]
 
 
 def test_dead_codes_go_where_the_quantisation_error_is():

@@ -169,3 +169,82 @@ def test_stages_with_different_codebook_sizes_are_a_user_error(tmp_path):
     (run / "stage2/bits_per_code.json").write_text(json.dumps({**BITS, "num_embeddings": 2 * K}))
     with pytest.raises(UserError, match="out of date"):
         write_report(run)
+
+
+# ---------------------------------------------------------------- the field's units: bits/dim, Inception FID, novelty
+
+BPD = {"learned": 4.1, "marginal": 4.4, "uniform": 4.5, "distortion": 3.9}
+
+
+def restamp(run, name, extra, expected):
+    """Add ``extra`` to a stamped JSON input of the run and stamp it again with ``expected``."""
+    obj = {k: v for k, v in json.loads((run / name).read_text()).items() if k != "computed_from"}
+    (run / name).write_text(json.dumps(stamp({**obj, **extra}, expected)))
+
+
+def test_bits_per_dim_are_in_metrics_and_drawn_as_rate_plus_distortion(tmp_path):
+    run = make_run(tmp_path)
+    restamp(run, "stage2/bits_per_code.json", {"bits_per_dim": BPD, "likelihood": "logistic", "learned_train": 2.2},
+            sources.bits(run))
+    metrics = write_report(run)
+    assert metrics["bits_per_dim"] == BPD and metrics["likelihood"] == "logistic"
+    assert metrics["bits_per_code"]["learned_train"] == 2.2
+    page = (run / "report/index.html").read_text()
+    assert "Bits per dimension: rate + distortion" in page and embedded(page, run / "report/bits_per_dim.png")
+    assert "upper bound" in page and "deterministic" in page and "discretised logistic" in page
+    assert "<td class='num'>0.200</td><td class='num'>4.100</td>" in page  # learned: rate 4.1 - 3.9, total 4.1
+    assert "2.200 (+0.300)" in page  # the learned prior's train bits and its val - train gap
+
+
+def test_without_bits_per_dim_the_section_is_left_out(report):
+    run, metrics = report
+    assert metrics["bits_per_dim"] is None
+    assert "Bits per dimension" not in (run / "report/index.html").read_text()
+
+
+def test_each_fd_says_its_sampling_settings_and_the_sweep_has_a_table(tmp_path):
+    run = make_run(tmp_path, temperatures=(0.5, 1.0))
+    config = load_config(run / "config.yaml")
+    restamp(run, "report/quality.json", {"fd_learned_T0.5": 9.0, "fd_learned_T1": 6.0,
+                                         "sampling": {"temperature": 1.0, "top_k": None, "top_p": 0.9}},
+            sources.quality(run, config))
+    metrics = write_report(run)
+    assert metrics["sample_quality"]["fd_learned_by_temperature"] == {"0.5": 9.0, "1": 6.0}
+    page = (run / "report/index.html").read_text()
+    assert "learned prior (T = 1, top-k off, top-p 0.9)" in page
+    sweep = page[page.index("Temperature sweep"):]
+    assert re.search(r"<td class='num'>0.5</td><td class='num'>9.000</td><td class='num'>6.00</td>", sweep)
+
+
+def test_inception_fid_is_reported_when_current_and_left_out_when_stale(tmp_path):
+    run = make_run(tmp_path)
+    config = load_config(run / "config.yaml")
+    fid = {"fid_inception_reconstructions": 3.0, "fid_inception_learned": 12.5, "fid_inception_marginal": 80.0,
+           "fid_inception_uniform": 150.0, "images": 200}
+    (run / "report/inception_fid.json").write_text(json.dumps(stamp(fid, sources.inception(run, config, 200))))
+    metrics = write_report(run)
+    assert metrics["sample_quality"]["fid_inception_learned"] == 12.5
+    assert metrics["sample_quality"]["fid_inception_images"] == 200
+    page = (run / "report/index.html").read_text()
+    assert "Inception FID" in page and "<td class='num'>12.50</td>" in page
+    stale = sources.inception(run, config, 200)
+    stale["inputs"]["stage2/checkpoint.pt"] = "0" * 64  # computed from another prior
+    (run / "report/inception_fid.json").write_text(json.dumps(stamp(fid, stale)))
+    metrics = write_report(run)
+    assert "fid_inception_learned" not in metrics["sample_quality"]
+    assert "out of date" in (run / "report/index.html").read_text()
+
+
+def test_novelty_is_in_metrics_and_samples_are_shown_above_their_neighbours(tmp_path):
+    run = make_run(tmp_path)
+    novelty = {"space": "pixel", "median_nn_distance_samples": 0.12, "median_nn_distance_val": 0.11,
+               "copy_fraction": 0.02, "copy_threshold": 0.05, "samples": 200, "train_images": 9000,
+               "feature": {"median_nn_distance_samples": 1.5, "median_nn_distance_val": 1.2, "copy_fraction": 0.01}}
+    restamp(run, "report/quality.json", {"novelty": novelty}, sources.quality(run, load_config(run / "config.yaml")))
+    for i, name in enumerate(("typical", "closest")):
+        grid(run / f"report/nearest_{name}.png", 30 + i)
+    metrics = write_report(run)
+    assert metrics["novelty"] == novelty
+    page = (run / "report/index.html").read_text()
+    assert "Novelty" in page and "2.0%" in page and "pixel (RMS difference" in page
+    assert embedded(page, run / "report/nearest_typical.png") and embedded(page, run / "report/nearest_closest.png")

@@ -97,7 +97,8 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch):
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert resumed["val_recon_nmse"] == full["val_recon_nmse"]
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]  # noqa: E731
+    timing = ("images_per_s", "train_time_s")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731
     assert strip(read_jsonl(tmp_path / "full" / "stage1" / "metrics.jsonl")) == \
         strip(read_jsonl(tmp_path / "crashed" / "stage1" / "metrics.jsonl"))
 
@@ -160,3 +161,60 @@ def test_corrupt_checkpoint_is_a_user_error(tiny_run, cli):
     (tiny_run / "stage1" / "checkpoint.pt").write_bytes(b"garbage")
     result = cli("stage1_vqvae", "train", "--run", str(tiny_run), "--resume")
     _assert_user_error(result, "corrupt")
+
+
+# ---------------------------------------------------------------- the decoder's likelihood (bits per dimension)
+
+
+def test_the_gaussian_pixel_scale_is_fitted_into_the_checkpoint_and_the_val_codes_carry_the_distortion(
+        tiny_run_template):
+    from data import load_split, to_model_range
+    from data.codes import load_distortion
+
+    run = tiny_run_template
+    state = torch.load(run / "stage1" / "checkpoint.pt", weights_only=True)
+    assert torch.isfinite(state["model"]["pixel_log_scale"]).all() and state["model_config"]["likelihood"] == "gaussian"
+    model = VQVAE.from_checkpoint(run / "stage1" / "checkpoint.pt")
+    assert model.can_measure_distortion
+    distortion = load_distortion(run / "codes" / "val.h5")
+    assert distortion.dims == 28 * 28 and distortion.likelihood == "gaussian" and len(distortion.bits) == 1000
+    assert load_distortion(run / "codes" / "train.h5") is None  # only the split bits per dimension is reported on
+    val = to_model_range(load_split(load_config(run / "config.yaml").data, "val").images[:50])
+    torch.testing.assert_close(model.distortion_bits(val), distortion.bits[:50], rtol=1e-5, atol=1e-3)
+    summary = json.loads((run / "stage1" / "summary.json").read_text())
+    assert summary["val_distortion_bits_per_dim"] == pytest.approx(distortion.bits.mean().item() / 784, rel=1e-5)
+    assert summary["pixel_scale"] == pytest.approx(state["model"]["pixel_log_scale"].exp().tolist())
+
+
+def test_a_checkpoint_from_before_the_pixel_scale_loads_with_an_unfitted_scale(tiny_run_template):
+    state = torch.load(tiny_run_template / "stage1" / "checkpoint.pt", weights_only=True)
+    del state["model"]["pixel_log_scale"]
+    model = VQVAE.from_state(state)
+    assert not model.can_measure_distortion and torch.isnan(model.pixel_log_scale).all()
+    with pytest.raises(ValueError, match="fit_pixel_scale"):
+        model.distortion_bits(torch.zeros(1, 1, 28, 28))
+    assert model.decode(torch.zeros(1, 7, 7, dtype=torch.long)).shape == (1, 1, 28, 28)  # still samples
+
+
+def test_logistic_training_lowers_its_discretised_nll(tmp_path):
+    from data import load_split
+    from data.datasets import data_variance
+    from data.training import seed_everything
+
+    config = load_config(TINY, ["stage1.likelihood=logistic", "stage1.steps=60", "stage1.lr=0.003"])
+    seed_everything(config.run.seed)
+    untrained = train_module.build_model(config, 1)
+    assert untrained.decoder.net[-1].out_channels == 2  # a mean and a log-scale per sub-pixel
+    val = load_split(config.data, "val").images
+    before = train_module.evaluate(untrained, val, data_variance(load_split(config.data, "train").images), "cpu")
+    summary = train_module.train(config, tmp_path / "run")
+    assert summary["likelihood"] == "logistic" and summary["pixel_scale"] is None
+    assert summary["val_distortion_bits_per_dim"] < before["distortion_bits_per_dim"] - 0.5
+    rows = read_jsonl(tmp_path / "run" / "stage1" / "metrics.jsonl")
+    val = [r["val_distortion_bits_per_dim"] for r in rows if "val_distortion_bits_per_dim" in r]
+    assert len(val) == 6 and val[-1] < val[0] - 0.3  # evaluated every 10 steps, on the whole val split
+    assert rows[-1]["recon_loss"] < rows[0]["recon_loss"] and 0 < summary["val_recon_nmse"] < 2
+    model = VQVAE.from_checkpoint(tmp_path / "run" / "stage1" / "checkpoint.pt")
+    assert "pixel_log_scale" not in model.state_dict() and model.can_measure_distortion
+    images = model.decode(model.encode(torch.rand(2, 1, 28, 28) - 0.5))
+    assert images.shape == (2, 1, 28, 28) and images.min() >= -0.5 and images.max() <= 0.5  # the clamped means

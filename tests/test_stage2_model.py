@@ -12,7 +12,8 @@ K = 16
 def default_depth_model(**kwargs) -> GatedPixelCNN:
     cfg = Stage2Config()
     torch.manual_seed(0)
-    return GatedPixelCNN(K, PixelCNNConfig(hidden=8, layers=cfg.layers, kernel_size=cfg.kernel_size), **kwargs).double().eval()
+    config = PixelCNNConfig(hidden=8, layers=cfg.layers, kernel_size=cfg.kernel_size)
+    return GatedPixelCNN(K, config, **kwargs).double().eval()
 
 
 def test_logits_cover_every_code_at_every_position():

@@ -86,7 +86,7 @@ def test_evaluate_reports_bits_per_code_of_the_three_priors(cli, run):
     result = cli("stage2_prior", "evaluate", "--run", str(run))
     assert result.returncode == 0, result.stderr
     bits = json.loads((run / "stage2" / "bits_per_code.json").read_text())
-    assert set(bits) == {"learned", "marginal", "uniform", "num_embeddings", "computed_from"}
+    assert set(bits) == {"learned", "learned_train", "marginal", "uniform", "num_embeddings", "computed_from"}
     assert bits["uniform"] == pytest.approx(4.0) and bits["num_embeddings"] == 16
     assert bits["learned"] < 0.5 * bits["marginal"]  # the stripes are predictable from their context
     assert "learned" in result.stdout and "marginal" in result.stdout
@@ -167,3 +167,31 @@ def test_corrupt_checkpoint_is_reported(cli, run):
 
 def test_bad_kernel_size_is_a_config_error(cli, run):
     one_line_error(cli("stage2_prior", *train_args(run, "--set", "stage2.kernel_size=4")), "kernel_size")
+
+
+def test_the_moving_average_of_the_weights_is_what_is_evaluated_saved_and_sampled(cli, run):
+    assert cli("stage2_prior", *train_args(run, "--set", "stage2.ema_decay=0.9")).returncode == 0
+    state = torch.load(run / "stage2" / "checkpoint.pt", weights_only=True)
+    assert set(state["ema"]) == set(state["model"])
+    assert any(not torch.equal(state["ema"][k], state["model"][k]) for k in state["model"])
+    prior = GatedPixelCNN.from_checkpoint(run / "stage2" / "checkpoint.pt")
+    for name, tensor in prior.state_dict().items():
+        assert torch.equal(tensor, state["ema"][name]), name  # the average, not the last weights
+    codes, _, _ = load_codes(run / "codes" / "val.h5")
+    summary = json.loads((run / "stage2" / "summary.json").read_text())
+    assert summary["final_val_bits_per_code"] == pytest.approx(bits_per_code(prior, codes), rel=1e-9)
+
+
+def test_the_moving_average_starts_at_the_weights_and_follows_its_formula():
+    from stage2_prior.train import WeightEMA
+
+    model = torch.nn.Linear(2, 1)
+    ema = WeightEMA(model, decay=0.5)
+    assert all(torch.equal(a, b) for a, b in zip(ema.model.parameters(), model.parameters()))
+    before = [p.detach().clone() for p in ema.model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update(model, step=0)  # d = min(0.5, 1/10) = 0.1: mostly the new weights
+    for b, a, p in zip(before, ema.model.parameters(), model.parameters()):
+        torch.testing.assert_close(a, 0.1 * b + 0.9 * p)
