@@ -123,6 +123,10 @@ class Stage2Config(PixelCNNConfig):
     conditional: bool = False  # class-conditional prior (needs labels)
     batch_size: int = positive(32)
     steps: int = positive(1500)
+    # At least this many passes over the training grids: the prior trains
+    # max(steps, ceil(min_epochs * N / batch_size)) steps, so a large image folder is not left
+    # under-trained by a step count sized for 9,000 grids (see benchmarks/RESULTS.md).
+    min_epochs: float = between(3.0, 0.0, 1e4)
     lr: float = above(5e-3, 0.0)
     weight_decay: float = between(0.1, 0.0, 1e3)  # AdamW, on weight matrices and embeddings only
     lr_schedule: str = choice("cosine", ("cosine", "constant"))
@@ -138,6 +142,10 @@ class Stage2Config(PixelCNNConfig):
 
     def model_config(self) -> PixelCNNConfig:
         return model_part(PixelCNNConfig, self)
+
+    def total_steps(self, num_grids: int) -> int:
+        """The steps the prior trains on ``num_grids`` training grids: ``steps``, or more for ``min_epochs``."""
+        return max(self.steps, math.ceil(self.min_epochs * num_grids / self.batch_size))
 
 
 @dataclass

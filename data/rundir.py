@@ -116,15 +116,24 @@ def check_stage2_continuation(paths: RunPaths, saved: Config, config: Config) ->
     done = read_summary_steps(paths.stage2_summary)
     if done is None:
         return
-    if config.stage2.steps < done:
+    target = prior_steps(paths, config)
+    if target < done:
         raise UserError(f"stage2.steps can only grow when resuming: the prior in {paths.stage2} has trained "
-                        f"{done} steps, got {config.stage2.steps}")
-    if config.stage2.steps == done:
+                        f"{done} steps, got {config.stage2.steps} (training {target} with stage2.min_epochs)")
+    if target == done:
         changed = [f"stage2.{k}" for k in fields_of(config.stage2)
                    if getattr(saved.stage2, k) != getattr(config.stage2, k)]
         if changed:
             raise UserError(f"cannot change {', '.join(changed)}: the prior in {paths.stage2} is complete at {done} "
                             "steps; raise stage2.steps to continue it with new settings, or start a new --run")
+
+
+def prior_steps(paths: RunPaths, config: Config) -> int:
+    """The steps the run's prior trains with this config (``stage2.steps``, or more for ``min_epochs``)."""
+    from .codes import read_code_info
+
+    grids = read_code_info(paths.codes("train")).num_codes if paths.codes("train").is_file() else 0
+    return config.stage2.total_steps(grids)
 
 
 def read_summary_steps(path: Path) -> Optional[int]:

@@ -38,6 +38,12 @@ def make_accelerator(mixed_precision: str, device: str):
         mixed_precision = "no" if cpu else "bf16"
     if cpu and mixed_precision == "fp16":
         raise UserError("mixed_precision fp16 needs a GPU; use bf16 (or no) on the CPU")
+    # accelerate keeps one precision per process; each stage (and encode) chooses its own, so the
+    # shared state is cleared first (the distributed set-up, PartialState, is kept).
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
 
 

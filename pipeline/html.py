@@ -70,19 +70,20 @@ def findings(m: dict) -> str:
 
 
 def sampling_label(sampling: dict | None) -> str:
-    """``T = 1, top-k off, top-p off``: the sampling settings a number was measured at."""
-    s = sampling or {}
-    t = s.get("temperature")
-    return (f"T = {t:g}" if t is not None else "T = ?") + \
-        f", top-k {s.get('top_k') or 'off'}, top-p {s.get('top_p') or 'off'}"
+    """``T = 1, top-k off, top-p off``: the sampling settings a number was measured at, as quality.json records them."""
+    if not sampling:
+        return "settings not recorded"
+    t = sampling.get("temperature")
+    return f"T = {t:g}, top-k {sampling.get('top_k') or 'off'}, top-p {sampling.get('top_p') or 'off'}"
 
 
 def fd_note(m: dict, inception_stale: str | None = None) -> str:
     q = m["sample_quality"]
     parts = ["Fréchet distance between Gaussians fitted to penultimate-layer features of each image set and of "
              "real val images; lower is better. The reconstructions row decodes the val images' own codes: "
-             "the floor that a perfect prior would reach with this stage 1. Each prior is sampled at "
-             f"{sampling_label(q.get('sampling'))}, the settings of its sample grid below."]
+             "the floor that a perfect prior would reach with this stage 1."]
+    if q.get("sampling"):
+        parts.append(f"Each prior is sampled at {sampling_label(q['sampling'])}, the settings of its sample grid below.")
     if q.get("fid_inception_learned") is not None:
         parts.append(f"Inception FID: the same image sets ({q.get('fid_inception_images')} per set) in the 2048-d "
                      "pool features of the standard FID InceptionV3, the feature space papers report (compare at "

@@ -1,7 +1,7 @@
 """The whole job: stage 1 -> encode -> stage 2 -> evaluate -> samples -> sample quality -> report.
 
 Training steps are complete when their summary says so (``stage1/summary.json``,
-``stage2/summary.json`` at ``stage2.steps``); code files when they match the stage-1
+``stage2/summary.json`` at the steps the config asks for); code files when they match the stage-1
 checkpoint; derived files (bits per code, sample grids, quality, report) when the fingerprint
 they record matches the run's current checkpoints and settings (``pipeline.sources``). Every
 file is written atomically, so ``--resume`` skips exactly what is current, continues an
@@ -29,7 +29,7 @@ from data.codes import load_codes
 from data.datasets import save_image_grid
 from data.io import write_json
 from data.provenance import stale_reason
-from data.rundir import RunPaths, commit_config, read_summary_steps, run_lock
+from data.rundir import RunPaths, commit_config, prior_steps, read_summary_steps, run_lock
 from data.training import is_main_process, wait_for_everyone
 from stage1_vqvae.encode import encode_run
 from stage1_vqvae.train import train as train_stage1
@@ -83,8 +83,9 @@ def _run(config: Config, paths: RunPaths, resume: bool, main: bool) -> dict:
     step("stage 1: VQ-VAE", None if paths.stage1_summary.is_file() else "training",
          lambda: train_stage1(config, run_dir, resume=paths.stage1_checkpoint.exists()), everyone=True)
     step("encode", "encoding if not up to date", lambda: encode_run(run_dir, "all"), everyone=True)
-    step("stage 2: prior", None if stage2_steps == config.stage2.steps else
-         ("training" if stage2_steps is None else f"continuing from {stage2_steps} to {config.stage2.steps} steps"),
+    target = prior_steps(paths, config)  # read once the codes exist
+    step("stage 2: prior", None if stage2_steps == target else
+         ("training" if stage2_steps is None else f"continuing from {stage2_steps} to {target} steps"),
          lambda: train_stage2(config, run_dir, resume=paths.stage2_checkpoint.exists()), everyone=True)
     if not main:
         return {}

@@ -166,10 +166,11 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> d
                         marginal_log_probs=marginal, config=config.to_dict(), environment=environment)
     val_bits = None
     model.train()
-    bar = tqdm(total=cfg.steps, initial=start, desc="stage 2", unit="step", disable=not main_process)
-    for step in range(start, cfg.steps):
+    steps = cfg.total_steps(len(train_set))  # stage2.steps, or more for stage2.min_epochs
+    bar = tqdm(total=steps, initial=start, desc="stage 2", unit="step", disable=not main_process)
+    for step in range(start, steps):
         tick = time.perf_counter()
-        lr = cfg.lr * float(cosine_lr(step, cfg.steps, cfg.warmup_steps, cfg.lr_schedule))
+        lr = cfg.lr * float(cosine_lr(step, steps, cfg.warmup_steps, cfg.lr_schedule))
         for group in optimizer.param_groups:
             group["lr"] = lr
         index = batches(step).to(device)
@@ -185,7 +186,7 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> d
         train_time += time.perf_counter() - tick
         bar.update()
         done = step + 1
-        last = done == cfg.steps
+        last = done == steps
         if done % cfg.log_every == 0 or done % cfg.eval_every == 0 or last:
             record = {"step": done, "train_bits_per_code": loss.item() / math.log(2), "lr": lr,
                       "train_time_s": round(train_time, 3)}
@@ -201,8 +202,8 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> d
 
     if val_bits is None:  # nothing left to train (resumed a finished run)
         val_bits = bits_per_code(evaluated, val_codes, val_labels)
-    summary = {"steps": cfg.steps, "final_val_bits_per_code": val_bits, "train_time_s": round(train_time, 3),
-               "grids_per_s": round(cfg.steps * cfg.batch_size * accelerator.num_processes / max(train_time, 1e-9), 2),
+    summary = {"steps": steps, "final_val_bits_per_code": val_bits, "train_time_s": round(train_time, 3),
+               "grids_per_s": round(steps * cfg.batch_size * accelerator.num_processes / max(train_time, 1e-9), 2),
                "parameters": sum(p.numel() for p in model.parameters()), "num_embeddings": info.num_embeddings,
                "grid": list(info.grid), "num_classes": num_classes, **environment}
     if main_process:

@@ -11,8 +11,8 @@ from data.config import load_config, save_config
 
 SHA = "ab" * 32
 TINY = ["stage2.hidden=16", "stage2.layers=2", "stage2.kernel_size=3", "stage2.batch_size=16",
-        "stage2.steps=12", "stage2.warmup_steps=2", "stage2.log_every=4", "stage2.eval_every=6",
-        "stage2.checkpoint_every=4", "run.device=cpu"]
+        "stage2.steps=12", "stage2.min_epochs=0", "stage2.warmup_steps=2", "stage2.log_every=4",
+        "stage2.eval_every=6", "stage2.checkpoint_every=4", "run.device=cpu"]
 
 
 def stripes(n: int, grid=(6, 6), num_embeddings: int = 16, seed: int = 0):

@@ -195,3 +195,14 @@ def test_the_moving_average_starts_at_the_weights_and_follows_its_formula():
     ema.update(model, step=0)  # d = min(0.5, 1/10) = 0.1: mostly the new weights
     for b, a, p in zip(before, ema.model.parameters(), model.parameters()):
         torch.testing.assert_close(a, 0.1 * b + 0.9 * p)
+
+
+def test_min_epochs_lengthens_training_on_more_grids(cli, run):
+    """256 grids, batch 16: two passes take 32 steps, more than stage2.steps=12; the summary says so."""
+    assert cli("stage2_prior", *train_args(run, "--set", "stage2.min_epochs=2")).returncode == 0
+    assert json.loads((run / "stage2" / "summary.json").read_text())["steps"] == 32
+    assert torch.load(run / "stage2" / "checkpoint.pt", weights_only=True)["step"] == 32
+    from data.config import Stage2Config
+
+    assert Stage2Config(steps=1500, min_epochs=3, batch_size=32).total_steps(9000) == 1500  # the default data
+    assert Stage2Config(steps=1500, min_epochs=3, batch_size=32).total_steps(54000) == 5063  # a 60,000-image folder
