@@ -59,7 +59,7 @@ def parse(argv):
                        description="Fréchet distance in the standard FID InceptionV3's features between the val "
                                    "images and each prior's samples (and the reconstructions), at the run's sample "
                                    "settings; writes DIR/report/inception_fid.json and refreshes the report. "
-                                   "Needs `pip install -e '.[fid]'`; about 0.3 s per image on 2 CPU cores.")
+                                   "Needs `pip install -e '.[fid]'`; about 0.14 s per image on 2 CPU cores.")
     f.add_argument("--run", required=True, metavar="DIR", help="a run with both stages trained")
     f.add_argument("--n", type=int, help="images per set (default: the run's sample.fd_samples; at most the val split)")
     return parser.parse_args(argv)
