@@ -105,7 +105,8 @@ class CodeWriter:
                distortion_bits: Optional[torch.Tensor] = None) -> None:
         codes = codes.detach().cpu()
         if codes.ndim != 3 or tuple(codes.shape[1:]) != self._codes.shape[1:]:
-            raise ValueError(f"codes must be (B, {self._codes.shape[1]}, {self._codes.shape[2]}), got {tuple(codes.shape)}")
+            h, w = self._codes.shape[1:]
+            raise ValueError(f"codes must be (B, {h}, {w}), got {tuple(codes.shape)}")
         if codes.numel() and (codes.min() < 0 or codes.max() >= self.num_embeddings):
             raise ValueError("codes out of range [0, K)")
         n = codes.shape[0]
@@ -197,7 +198,8 @@ def read_code_info(path: str | os.PathLike, *, split: Optional[str] = None, num_
                         f"{grid[0]}x{grid[1]}; use code files of the same stage-1 model")
     if stage1_checkpoint_sha256 is not None and info.stage1_checkpoint_sha256 != stage1_checkpoint_sha256:
         raise UserError(f"{path} was encoded with a different stage-1 checkpoint "
-                        f"(sha256 {info.stage1_checkpoint_sha256[:12]}..., expected {stage1_checkpoint_sha256[:12]}...); "
+                        f"(sha256 {info.stage1_checkpoint_sha256[:12]}..., "
+                        f"expected {stage1_checkpoint_sha256[:12]}...); "
                         "encode again with --force")
     return info
 

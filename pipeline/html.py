@@ -83,7 +83,8 @@ def fd_note(m: dict, inception_stale: str | None = None) -> str:
              "real val images; lower is better. The reconstructions row decodes the val images' own codes: "
              "the floor that a perfect prior would reach with this stage 1."]
     if q.get("sampling"):
-        parts.append(f"Each prior is sampled at {sampling_label(q['sampling'])}, the settings of its sample grid below.")
+        setting = sampling_label(q["sampling"])
+        parts.append(f"Each prior is sampled at {setting}, the settings of its sample grid below.")
     if q.get("fid_inception_learned") is not None:
         parts.append(f"Inception FID: the same image sets ({q.get('fid_inception_images')} per set) in the 2048-d "
                      "pool features of the standard FID InceptionV3, the feature space papers report (compare at "
@@ -240,12 +241,8 @@ def stage1_table(m: dict) -> str:
     if s.get("val_distortion_bits_per_dim") is not None:
         rows.append([f"val distortion ({s.get('likelihood')} decoder)",
                      f"{s['val_distortion_bits_per_dim']:.3f} bits/dim"])
-    if s.get("steps") is not None:
-        rows.append(["steps", s["steps"]])
-    if s.get("train_seconds") is not None:
-        rows.append(["training time", f"{s['train_seconds']:.0f} s"])
-    if s.get("images_per_s") is not None:
-        rows.append(["throughput", f"{s['images_per_s']:.0f} images/s"])
+    rows += optional_rows(s, [("steps", "steps", "{}"), ("train_seconds", "training time", "{:.0f} s"),
+                              ("images_per_s", "throughput", "{:.0f} images/s")])
     return table(["stage 1", "value"], rows)
 
 
@@ -269,13 +266,14 @@ def stage2_table(m: dict) -> str:
     rows = [["val bits per code (last eval)", num(s["final_val_bits_per_code"], 3)], ["steps", s["steps"]]]
     if s.get("grid"):
         rows.append(["code grid", f"{s['grid'][0]} × {s['grid'][1]}"])
-    if s.get("parameters") is not None:
-        rows.append(["parameters", f"{s['parameters']:,}"])
-    if s.get("train_seconds") is not None:
-        rows.append(["training time", f"{s['train_seconds']:.0f} s"])
-    if s.get("grids_per_s") is not None:
-        rows.append(["throughput", f"{s['grids_per_s']:.0f} grids/s"])
+    rows += optional_rows(s, [("parameters", "parameters", "{:,}"), ("train_seconds", "training time", "{:.0f} s"),
+                              ("grids_per_s", "throughput", "{:.0f} grids/s")])
     return table(["stage 2", "value"], rows)
+
+
+def optional_rows(values: dict, rows: list[tuple[str, str, str]]) -> list[list]:
+    """[label, formatted value] for each (key, label, format) whose value is known."""
+    return [[label, fmt.format(values[key])] for key, label, fmt in rows if values.get(key) is not None]
 
 
 def fd_table(m: dict) -> str:

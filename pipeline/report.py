@@ -42,6 +42,7 @@ def write_report(run_dir: str | Path) -> dict:
 def shown_files(files: RunFiles) -> list[str]:
     """Every run file the report shows or summarises, relative to the run directory."""
     grids = [p for _, p in files.temperatures] + [p for _, p in files.classes]
-    grids += list((files.neighbours or {}).values()) + ([files.run / "report/inception_fid.json"] if files.inception else [])
+    grids += list((files.neighbours or {}).values())
+    grids += [files.run / "report/inception_fid.json"] if files.inception else []
     shown = [*REQUIRED, "stage2/summary.json", *(str(p.relative_to(files.run)) for p in grids)]
     return [*shown, "stage1/checkpoint.pt", "stage2/checkpoint.pt"]

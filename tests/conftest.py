@@ -59,12 +59,17 @@ def tiny_run_template(tmp_path_factory) -> Path:
     return run
 
 
+def private_copy(run: Path, tmp_path: Path) -> Path:
+    """A copy of a shared run directory (modification times kept) that one test may change."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return copy
+
+
 @pytest.fixture
 def tiny_run(tiny_run_template, tmp_path) -> Path:
     """A private copy of the tiny run that a test may modify."""
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run_template, run)
-    return run
+    return private_copy(tiny_run_template, tmp_path)
 
 
 FAST = ["stage1.steps=4", "stage2.steps=6", "sample.fd_samples=16", "sample.classifier_steps=4"]

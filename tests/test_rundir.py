@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import FAST, ROOT, TINY, one_line_error, run_cli
+from conftest import FAST, ROOT, TINY, one_line_error, private_copy, run_cli
 from data.config import Config, load_config, shipped_configs
 from data.io import sha256_file
 from data.provenance import recorded
@@ -40,9 +39,7 @@ def finished(fast_run) -> Path:
 @pytest.fixture
 def run(finished, tmp_path) -> Path:
     """A private copy of the finished run (mtimes kept) that a test may change."""
-    copy = tmp_path / "run"
-    shutil.copytree(finished, copy)
-    return copy
+    return private_copy(finished, tmp_path)
 
 
 def snapshot(run: Path, skip=lambda rel: False) -> dict[str, tuple[bytes, int]]:
