@@ -127,7 +127,7 @@ def replicas_agree(module: torch.nn.Module) -> bool:
 
 def is_main_process() -> bool:
     """True unless this is a non-zero rank of a multi-process launch (``accelerate launch``, torchrun)."""
-    return int(os.environ.get("RANK", "0")) == 0
+    return process_rank() == 0
 
 
 def cosine_lr(step: int, total: int, warmup: int, schedule: str) -> float:

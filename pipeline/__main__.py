@@ -115,7 +115,8 @@ def command_sample(args) -> None:
     if args.label is not None and pipe.num_classes and not 0 <= args.label < pipe.num_classes:
         raise UserError(f"--label must lie in [0, {pipe.num_classes}), got {args.label}")
     batches = pipe.generate(n, args.prior, temperature=temperature, top_k=top_k, top_p=top_p, labels=args.label,
-                            seed=seed, method=args.method)
+                            seed=seed, method=args.method,  # codes alone need no decoder pass
+                            decode=outputs.grid is not None or outputs.images_dir is not None)
     writer = None
     if args.codes:
         writer = CodeWriter(args.codes, num_embeddings=pipe.num_embeddings,
@@ -217,7 +218,7 @@ def write_samples(batches, writer, outputs: SampleOutputs, args, seed: int) -> N
                     save_image(to_unit_range(image), tmp, format="png")
         if outputs.grid is not None:
             outputs.pending.append(batch.images)
-        done += len(batch.images)
+        done += len(batch.codes)
     if outputs.grid is not None:
         save_image_grid(torch.cat(outputs.pending), outputs.grid, nrow=grid_columns(done))
 

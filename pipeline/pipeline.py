@@ -159,11 +159,13 @@ class VQPriorPipeline:
 
     def generate(self, n: int, prior: str = "learned", temperature: float = 1.0, top_k: Optional[int] = None,
                  top_p: Optional[float] = None, labels: Union[int, torch.Tensor, None] = None, seed: int = 0,
-                 method: str = "cached", batch_size: int = SAMPLE_BATCH) -> Iterator[PipelineOutput]:
-        """Sample and decode ``n`` images in batches of ``batch_size``, yielding each batch.
+                 method: str = "cached", batch_size: int = SAMPLE_BATCH,
+                 decode: bool = True) -> Iterator[PipelineOutput]:
+        """Sample (and, with ``decode``, decode) ``n`` images in batches of ``batch_size``, yielding each batch.
 
         One generator runs through all batches, and a draw consumes it position by position,
         so the result does not depend on ``batch_size``: memory stays bounded whatever ``n`` is.
+        Without ``decode`` the batches' ``images`` are None (codes only: no decoder pass).
         """
         if prior not in PRIORS:
             raise UserError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
@@ -177,13 +179,14 @@ class VQPriorPipeline:
                                labels=chunk, generator=generator, method=method)
             except ValueError as exc:  # the sampler's argument checks, phrased for the user
                 raise UserError(str(exc)) from None
-            yield PipelineOutput(self.decode(codes), codes.cpu(), chunk)
+            yield PipelineOutput(self.decode(codes) if decode else None, codes.cpu(), chunk)
 
     def sample_codes(self, n: int, prior: str = "learned", temperature: float = 1.0, top_k: Optional[int] = None,
                      top_p: Optional[float] = None, labels: Union[int, torch.Tensor, None] = None, seed: int = 0,
                      method: str = "cached") -> torch.Tensor:
-        """(n, h, w) codes from one of the three priors; labels only for a conditional learned prior."""
-        return self(n, prior, temperature, top_k, top_p, labels, seed, method).codes
+        """(n, h, w) codes from one of the three priors (not decoded); labels only for a conditional learned prior."""
+        return torch.cat([part.codes for part in self.generate(n, prior, temperature, top_k, top_p, labels, seed,
+                                                                method, decode=False)])
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
