@@ -58,7 +58,7 @@ def synthetic_store(path: Path, n: int) -> None:
         for start in range(0, n, 10_000):
             out.write(gen.integers(0, 256, (min(10_000, n - start), 1, 28, 28), dtype=np.uint8).tobytes())
     index = {"version": STORE_VERSION, "root": "synthetic", "size": 28, "channels": 1, "count": n,
-             "class_names": None, "files": []}
+             "class_names": None, "fingerprint": ""}
     (path / "index.json").write_text(json.dumps(index))
 
 

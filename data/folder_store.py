@@ -5,8 +5,9 @@ decoded by worker processes into a store directory under ``data.cache_dir``:
 
     images.u8    raw uint8 array (N, C, S, S), written image by image as the workers finish
     labels.i64   raw int64 array (N,), when every image sits in a class subfolder
-    index.json   the file list with each file's size and modification time, the image size,
-                 the channel count, the class names and the store format
+    files.txt    the file list: relative path, size and modification time (ns), tab-separated
+    index.json   the image size, the channel count, the class names, the store format and the
+                 SHA-256 of the file list (``fingerprint``), which is what a load compares
 
 The store is keyed by the folder's absolute path and the requested size and channels, and is
 rebuilt when the file list, a size or a modification time changes. It is written to a temporary
@@ -35,7 +36,7 @@ from tqdm import tqdm
 
 from .errors import UserError
 
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: index.json holds the listing's fingerprint, files.txt the listing
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
@@ -48,32 +49,49 @@ def default_cache_dir() -> Path:
 # ---------------------------------------------------------------- listing the folder
 
 
-def listing(root: Path) -> list[list]:
-    """[relative path, size, mtime_ns] of every image under ``root``, sorted: what makes a store out of date.
+def listing(root: Path) -> list[str]:
+    """One line ``relative path \\0 size \\0 mtime_ns`` per image under ``root``, sorted by path.
 
-    One ``os.scandir`` walk (hidden files and folders skipped): listing a folder is what a
-    second load costs, so it avoids a ``Path`` object and a second ``stat`` per file.
+    What makes a store out of date. Listing is all a second load costs, so it is one
+    ``os.scandir`` walk with ``stat`` relative to each open folder (no ``Path`` objects, no
+    second path lookup) and plain strings; hidden files and folders are skipped. A file name
+    cannot hold ``\\0``, so the lines sort by path and their hash identifies the listing.
     """
     if not root.is_dir():
         raise UserError(f"image folder not found: {root} (set data.root to a folder of images)")
-    rows, folders = [], [""]
+    lines, folders = [], [""]
     while folders:
         folder = folders.pop()
-        with os.scandir(root / folder) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                rel = f"{folder}/{entry.name}" if folder else entry.name
-                if entry.is_dir(follow_symlinks=False):
-                    folders.append(rel)
-                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file():
-                    stat = entry.stat()
-                    rows.append([rel, stat.st_size, stat.st_mtime_ns])
-    if not rows:
+        prefix = f"{folder}/" if folder else ""
+        fd = os.open(root / folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if name[0] == ".":
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(prefix + name)
+                    elif name[name.rfind("."):].lower() in IMAGE_SUFFIXES and entry.is_file():
+                        stat = entry.stat()
+                        lines.append(f"{prefix}{name}\0{stat.st_size}\0{stat.st_mtime_ns}")
+        finally:
+            os.close(fd)
+    if not lines:
         raise UserError(f"no images found in {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    if len(rows) < 2:
+    if len(lines) < 2:
         raise UserError(f"{root} holds a single image; a train/val split needs at least 2 (and a batch more)")
-    return sorted(rows)
+    lines.sort()
+    return lines
+
+
+def fingerprint(lines: list[str]) -> str:
+    """SHA-256 of a ``listing``: the store records it, so checking a store needs no file list read back."""
+    return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def relative_path(line: str) -> str:
+    return line.split("\0", 1)[0]
 
 
 def class_names_of(rel_paths: list[str]) -> Optional[list[str]]:
@@ -164,14 +182,14 @@ def open_store(root: str | os.PathLike, size: int, channels: Optional[int], cach
                workers: Optional[int] = None, log=print) -> "FolderStore":
     """The folder's store, decoding the folder first when there is none or it is out of date."""
     root = Path(root)
-    rows = listing(root)
+    lines = listing(root)
     path = store_path(Path(cache_dir) if cache_dir else default_cache_dir(), root, size, channels)
     index = read_index(path)
-    if index is not None and index["files"] == rows:
+    if index is not None and index["fingerprint"] == fingerprint(lines):
         return FolderStore(path, index)
     why = "no store yet" if index is None else "the folder changed since it was decoded"
-    log(f"decoding {len(rows)} images of {root} into {path} ({why})")
-    build(path, root, rows, size, channels, workers or os.cpu_count() or 1)
+    log(f"decoding {len(lines)} images of {root} into {path} ({why})")
+    build(path, root, lines, size, channels, workers or os.cpu_count() or 1)
     return FolderStore(path, read_index(path))
 
 
@@ -183,9 +201,10 @@ def read_index(path: Path) -> Optional[dict]:
     return index if isinstance(index, dict) and index.get("version") == STORE_VERSION else None
 
 
-def build(path: Path, root: Path, rows: list[list], size: int, channels: Optional[int], workers: int) -> None:
+def build(path: Path, root: Path, lines: list[str], size: int, channels: Optional[int], workers: int) -> None:
     """Decode every file with ``workers`` processes into a temporary store, then rename it to ``path``."""
-    files = [str(root / rel) for rel, _, _ in rows]
+    rel_paths = [relative_path(line) for line in lines]
+    files = [str(root / rel) for rel in rel_paths]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -202,13 +221,16 @@ def build(path: Path, root: Path, rows: list[list], size: int, channels: Optiona
                     if isinstance(array, str):
                         raise UserError(array.removeprefix("error: "))
                     out.write(array.tobytes())
-        names = class_names_of([rel for rel, _, _ in rows])
+        names = class_names_of(rel_paths)
         if names is not None:
             lookup = {name: k for k, name in enumerate(names)}
-            labels = np.array([lookup[Path(rel).parts[0]] for rel, _, _ in rows], dtype=np.int64)
+            labels = np.array([lookup[Path(rel).parts[0]] for rel in rel_paths], dtype=np.int64)
             (tmp / "labels.i64").write_bytes(labels.tobytes())
+        (tmp / "files.txt").write_text("".join(line.replace("\0", "\t") + "\n" for line in lines),
+                                       encoding="utf-8", errors="surrogateescape")
         index = {"version": STORE_VERSION, "root": str(root.resolve()), "size": size,
-                 "channels": 1 if mode == "L" else 3, "count": len(files), "class_names": names, "files": rows}
+                 "channels": 1 if mode == "L" else 3, "count": len(files), "class_names": names,
+                 "fingerprint": fingerprint(lines)}
         (tmp / "index.json").write_text(json.dumps(index))
         if path.exists():
             shutil.rmtree(path)

@@ -64,6 +64,24 @@ def test_a_second_load_reuses_the_store_and_a_changed_folder_is_decoded_again(fo
     assert builds == [1] and not torch.equal(changed, first)  # rebuilt once, then found current by the other split
 
 
+def test_the_store_records_the_file_list_and_any_added_touched_or_hidden_change_is_seen(folder, tmp_path):
+    store = folder_store.open_store(folder, 8, None, tmp_path / "cache", workers=1, log=lambda _: None)
+    recorded = [line.split("\t") for line in (store.path / "files.txt").read_text().splitlines()]
+    files = sorted(folder.rglob("*.png"))
+    assert recorded == [[str(f.relative_to(folder)), str(f.stat().st_size), str(f.stat().st_mtime_ns)]
+                        for f in files]
+    (folder / ".hidden.png").write_bytes(files[0].read_bytes())  # hidden files are not images of the set
+    (folder / "notes.txt").write_text("not an image")
+    logs = []
+    folder_store.open_store(folder, 8, None, tmp_path / "cache", log=logs.append)
+    assert logs == []
+    os.utime(files[5], ns=(files[5].stat().st_atime_ns, files[5].stat().st_mtime_ns + 1))  # touched only
+    folder_store.open_store(folder, 8, None, tmp_path / "cache", workers=1, log=logs.append)
+    (folder / "a" / "extra.png").write_bytes(files[0].read_bytes())  # one more image
+    again = folder_store.open_store(folder, 8, None, tmp_path / "cache", workers=1, log=logs.append)
+    assert len(logs) == 2 and all("the folder changed" in line for line in logs) and again.shape[0] == 13
+
+
 def interrupted_after_three(items, **kwargs):
     for i, item in enumerate(items):
         if i == 3:
