@@ -133,6 +133,10 @@ class Stage2Config(PixelCNNConfig):
     warmup_steps: int = between(50, 0, 10**9)
     grad_clip: float = between(1.0, 0.0, 1e6)  # max global gradient norm; 0 = no clipping
     ema_decay: float = between(0.0, 0.0, 0.99999)  # moving average of the weights for eval and sampling; 0 = off
+    # Training inputs only: this fraction of the context codes is replaced by codes drawn from
+    # the training codes (the targets stay true), so the prior learns to recover from a wrong
+    # code, as its own samples will hold. 0 = off.
+    context_noise: float = between(0.0, 0.0, 0.9)
     marginal_smoothing: float = between(1.0, 0.0, 1e6)  # add-alpha smoothing of the marginal prior's code counts
     log_every: int = positive(50)
     eval_every: int = positive(250)

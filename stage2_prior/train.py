@@ -115,6 +115,21 @@ class WeightEMA:
             averaged.lerp_(current.detach(), 1.0 - d)
 
 
+def corrupt(x: torch.Tensor, fraction: float, pool: torch.Tensor, seed: int, step: int, rank: int) -> torch.Tensor:
+    """``x`` with each code replaced, with probability ``fraction``, by a random code of ``pool``.
+
+    A code drawn from the pool follows the training codes' marginal, a plausible wrong code
+    like a sampling error. Drawn from a generator seeded by (seed, step, rank), so a resumed
+    run sees the same inputs.
+    """
+    if fraction <= 0:
+        return x
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + step) * 64 + rank)
+    replace = torch.rand(x.shape, generator=gen) < fraction
+    drawn = pool.flatten()[torch.randint(pool.numel(), x.shape, generator=gen).to(pool.device)]
+    return torch.where(replace.to(x.device), drawn, x)
+
+
 def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> dict:
     """Train (or with ``resume`` continue) the prior of ``run_dir``; returns the summary it writes.
 
@@ -175,7 +190,8 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> d
             group["lr"] = lr
         index = batches(step).to(device)
         x = codes[index]
-        loss = F.cross_entropy(forward(x, labels[index] if labels is not None else None).float(), x)
+        context = corrupt(x, cfg.context_noise, codes, config.run.seed, step, accelerator.process_index)
+        loss = F.cross_entropy(forward(context, labels[index] if labels is not None else None).float(), x)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         if cfg.grad_clip > 0:

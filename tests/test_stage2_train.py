@@ -50,10 +50,8 @@ def test_checkpoint_rebuilds_the_learned_and_marginal_priors(cli, run):
                           expected / expected.sum(), atol=1e-6)
 
 
-def test_killed_and_resumed_run_ends_with_the_uninterrupted_weights(cli, run, tmp_path, monkeypatch):
-    other = make_run(tmp_path / "other")
-    assert cli("stage2_prior", *train_args(other)).returncode == 0
-
+def kill_at_step_8_and_resume(cli, run, monkeypatch, *extra):
+    """Train ``run``, interrupted just after the checkpoint of step 8, then resume it to the end."""
     save = train_module.save_checkpoint
 
     def save_then_die(path, kind, **state):
@@ -62,9 +60,16 @@ def test_killed_and_resumed_run_ends_with_the_uninterrupted_weights(cli, run, tm
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
-    assert cli("stage2_prior", *train_args(run)).returncode == 130
+    assert cli("stage2_prior", *train_args(run, *extra)).returncode == 130
     monkeypatch.setattr(train_module, "save_checkpoint", save)
-    assert cli("stage2_prior", *train_args(run, "--resume")).returncode == 0
+    assert cli("stage2_prior", *train_args(run, *extra, "--resume")).returncode == 0
+
+
+def test_killed_and_resumed_run_ends_with_the_uninterrupted_weights(cli, run, tmp_path, monkeypatch):
+    other = make_run(tmp_path / "other")
+    assert cli("stage2_prior", *train_args(other)).returncode == 0
+
+    kill_at_step_8_and_resume(cli, run, monkeypatch)
 
     resumed = torch.load(run / "stage2" / "checkpoint.pt", weights_only=True)
     uninterrupted = torch.load(other / "stage2" / "checkpoint.pt", weights_only=True)
@@ -206,3 +211,29 @@ def test_min_epochs_lengthens_training_on_more_grids(cli, run):
 
     assert Stage2Config(steps=1500, min_epochs=3, batch_size=32).total_steps(9000) == 1500  # the default data
     assert Stage2Config(steps=1500, min_epochs=3, batch_size=32).total_steps(54000) == 5063  # a 60,000-image folder
+
+
+def test_context_noise_replaces_that_fraction_with_training_codes_the_same_way_every_time():
+    pool = torch.tensor([[5, 6], [7, 8]])
+    x = torch.zeros(400, 7, 7, dtype=torch.long)
+    assert train_module.corrupt(x, 0.0, pool, seed=0, step=3, rank=0) is x
+    noisy = train_module.corrupt(x, 0.25, pool, seed=0, step=3, rank=0)
+    replaced = noisy != 0
+    assert set(noisy[replaced].unique().tolist()) == {5, 6, 7, 8}  # drawn from the pool, every code of it
+    assert abs(replaced.float().mean().item() - 0.25) < 0.02
+    assert torch.equal(noisy, train_module.corrupt(x, 0.25, pool, seed=0, step=3, rank=0))  # resumable
+    assert not torch.equal(noisy, train_module.corrupt(x, 0.25, pool, seed=0, step=4, rank=0))
+    assert not torch.equal(noisy, train_module.corrupt(x, 0.25, pool, seed=0, step=3, rank=1))
+
+
+def test_a_killed_run_with_context_noise_resumes_to_the_uninterrupted_weights(cli, run, tmp_path, monkeypatch):
+    noise = ("--set", "stage2.context_noise=0.3")
+    straight = make_run(tmp_path / "straight")
+    assert cli("stage2_prior", *train_args(straight, *noise)).returncode == 0
+    kill_at_step_8_and_resume(cli, run, monkeypatch, *noise)
+    weights = [torch.load(r / "stage2" / "checkpoint.pt", weights_only=True)["model"] for r in (straight, run)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    plain = make_run(tmp_path / "plain")
+    assert cli("stage2_prior", *train_args(plain)).returncode == 0
+    other = torch.load(plain / "stage2" / "checkpoint.pt", weights_only=True)["model"]
+    assert not all(torch.equal(weights[0][k], other[k]) for k in other)  # the noise did change training
