@@ -52,18 +52,33 @@ def default_cache_dir() -> Path:
 def listing(root: Path) -> list[str]:
     """One line ``relative path \\0 size \\0 mtime_ns`` per image under ``root``, sorted by path.
 
-    What makes a store out of date. Listing is all a second load costs, so it is one
-    ``os.scandir`` walk with ``stat`` relative to each open folder (no ``Path`` objects, no
-    second path lookup) and plain strings; hidden files and folders are skipped. A file name
+    What makes a store out of date, and all that a second load costs: one ``os.scandir`` walk
+    that keeps image files by name (hidden files and folders skipped), then a ``stat`` of each
+    relative to the open root, split across two processes for a large folder. A file name
     cannot hold ``\\0``, so the lines sort by path and their hash identifies the listing.
     """
     if not root.is_dir():
         raise UserError(f"image folder not found: {root} (set data.root to a folder of images)")
-    lines, folders = [], [""]
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        lines = stat_lines(fd, image_paths(fd))
+    finally:
+        os.close(fd)
+    if not lines:
+        raise UserError(f"no images found in {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    if len(lines) < 2:
+        raise UserError(f"{root} holds a single image; a train/val split needs at least 2 (and a batch more)")
+    lines.sort()
+    return lines
+
+
+def image_paths(root_fd: int) -> list[str]:
+    """Relative paths of the image files under an open folder, by name and directory entry type only."""
+    paths, folders = [], [""]
     while folders:
         folder = folders.pop()
         prefix = f"{folder}/" if folder else ""
-        fd = os.open(root / folder, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(folder or ".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=root_fd)
         try:
             with os.scandir(fd) as entries:
                 for entry in entries:
@@ -73,15 +88,49 @@ def listing(root: Path) -> list[str]:
                     if entry.is_dir(follow_symlinks=False):
                         folders.append(prefix + name)
                     elif name[name.rfind("."):].lower() in IMAGE_SUFFIXES and entry.is_file():
-                        stat = entry.stat()
-                        lines.append(f"{prefix}{name}\0{stat.st_size}\0{stat.st_mtime_ns}")
+                        paths.append(prefix + name)
         finally:
             os.close(fd)
-    if not lines:
-        raise UserError(f"no images found in {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    if len(lines) < 2:
-        raise UserError(f"{root} holds a single image; a train/val split needs at least 2 (and a batch more)")
-    lines.sort()
+    return paths
+
+
+PARALLEL_STAT_FROM = 8192  # files; below this a second process costs more than it saves
+
+
+def stat_lines(root_fd: int, paths: list[str]) -> list[str]:
+    """``path \\0 size \\0 mtime_ns`` for each path; a forked child stats the second half of a large list."""
+    if len(paths) < PARALLEL_STAT_FROM or not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
+        return _stat_lines(root_fd, paths)
+    half = len(paths) // 2
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: stat, send the lines, exit without running any of the parent's cleanup
+        status = 1
+        try:
+            os.close(read_end)
+            data = memoryview("\n".join(_stat_lines(root_fd, paths[half:])).encode("utf-8", "surrogateescape"))
+            while data:
+                data = data[os.write(write_end, data):]
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    try:
+        first = _stat_lines(root_fd, paths[:half])
+        with os.fdopen(read_end, "rb") as pipe:
+            second = pipe.read().decode("utf-8", "surrogateescape").split("\n")
+    finally:
+        _, status = os.waitpid(pid, 0)
+    if status != 0 or len(second) != len(paths) - half:  # a file vanished mid-listing, or the child failed
+        return _stat_lines(root_fd, paths)
+    return first + second
+
+
+def _stat_lines(root_fd: int, paths: list[str]) -> list[str]:
+    lines = []
+    for path in paths:
+        stat = os.stat(path, dir_fd=root_fd)
+        lines.append(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}")
     return lines
 
 

@@ -98,6 +98,10 @@ def fd_note(m: dict, inception_stale: str | None = None) -> str:
                      f"{q['classifier_val_accuracy']:.1%}.")
     if q.get("fd_samples"):
         parts.append(f"{q['fd_samples']} generated images per prior.")
+    draws = (q.get("fd_by_draw") or {}).get("learned")
+    if draws:
+        parts.append(f"The learned prior's distance is the mean over {len(draws)} independent sets "
+                     f"(each between {min(draws):.3g} and {max(draws):.3g}).")
     return " ".join(parts)
 
 

@@ -57,6 +57,7 @@ def build_metrics(f: RunFiles) -> dict:
             "classifier_val_accuracy": f.quality.get("classifier_val_accuracy"),
             "classifier_task": f.quality.get("classifier_task"),
             "fd_samples": f.quality.get("fd_samples"),
+            "fd_learned_draws": (f.quality.get("fd_by_draw") or {}).get("learned"),
             "fd_learned_by_temperature": {key.removeprefix("fd_learned_T"): float(value)
                                           for key, value in f.quality.items() if key.startswith("fd_learned_T")},
             "sampling": f.quality.get("sampling"),

@@ -263,11 +263,23 @@ def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
 
 
 def sample_quality(classifier: FeatureClassifier, real: torch.Tensor,
-                   generated: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """{"fd_<name>": FD(real, generated[name])} for model-range image tensors (N, C, H, W)."""
+                   generated: Mapping[str, torch.Tensor | list[torch.Tensor]]) -> dict:
+    """{"fd_<name>": FD(real, generated[name])} for model-range image tensors (N, C, H, W).
+
+    A list of tensors is several independent draws of one set: its entry is the mean of their
+    distances, each of which is listed under ``"fd_by_draw"``.
+    """
     real_feats = features(classifier, real)
-    return {f"fd_{name}": frechet_distance(real_feats, features(classifier, images))
-            for name, images in generated.items()}
+    out, by_draw, done = {}, {}, {}
+    for name, images in generated.items():
+        draws = images if isinstance(images, list) else [images]
+        if id(images) not in done:
+            done[id(images)] = [frechet_distance(real_feats, features(classifier, x)) for x in draws]
+        distances = done[id(images)]
+        out[f"fd_{name}"] = sum(distances) / len(distances)
+        if len(distances) > 1:
+            by_draw[name] = distances
+    return {**out, "fd_by_draw": by_draw} if by_draw else out
 
 
 def write_quality(run_dir: str | Path, cfg: Config, real: torch.Tensor, generated: Mapping[str, torch.Tensor],
@@ -285,7 +297,7 @@ def write_quality(run_dir: str | Path, cfg: Config, real: torch.Tensor, generate
         **sample_quality(classifier, real, generated),
         "classifier_val_accuracy": val_accuracy,
         "classifier_task": classifier.task,
-        "fd_samples": min(len(images) for images in generated.values()),
+        "fd_samples": min(len(images[0] if isinstance(images, list) else images) for images in generated.values()),
         "fd_real_images": len(real),
         "feature_dim": classifier.config["feature_dim"],
         "sampling": {"temperature": cfg.sample.temperature, "top_k": cfg.sample.top_k, "top_p": cfg.sample.top_p},

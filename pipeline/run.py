@@ -157,16 +157,21 @@ def fd_image_sets(pipe: VQPriorPipeline, config: Config, run_dir: Path,
 def measure_quality(pipe: VQPriorPipeline, config: Config, run_dir: Path) -> dict:
     """Fréchet distances to the real val images, and the novelty of the learned prior's samples.
 
-    The sets of ``fd_image_sets``, plus the learned prior at every temperature of the sweep
-    (``fd_learned_T<t>``, at the grids' top-k and top-p).
+    The sets of ``fd_image_sets``, with ``sample.fd_draws`` independent sets of the learned prior
+    (its FD is their mean), plus the learned prior at every other temperature of the sweep
+    (``fd_learned_T<t>``, one set each, at the grids' top-k and top-p).
     """
     s, seed = config.sample, config.run.seed * 1000 + SEED_FD
     stamp = sources.quality(run_dir, config)
     real, generated = fd_image_sets(pipe, config, run_dir, s.fd_samples)
+    first = generated["learned"]
+    generated["learned"] = [first] + [pipe(len(real), "learned", temperature=s.temperature, top_k=s.top_k,
+                                           top_p=s.top_p, seed=seed + 100 * draw).images
+                                      for draw in range(1, s.fd_draws)]
     for t in s.temperatures:
-        generated[f"learned_T{float(t):g}"] = pipe(len(real), "learned", temperature=float(t), top_k=s.top_k,
-                                                   top_p=s.top_p, seed=seed).images
-    novelty = write_novelty(config, run_dir, real, generated["learned"], pipe.device)
+        generated[f"learned_T{float(t):g}"] = generated["learned"] if float(t) == s.temperature else \
+            pipe(len(real), "learned", temperature=float(t), top_k=s.top_k, top_p=s.top_p, seed=seed).images
+    novelty = write_novelty(config, run_dir, real, first, pipe.device)
     return write_quality(run_dir, config, real, generated, device=pipe.device, computed_from=stamp,
                          extra={"novelty": novelty})
 

@@ -40,7 +40,7 @@ def samples(run: Path, config: Config) -> dict:
 def quality(run: Path, config: Config) -> dict:
     from .quality import classifier_settings
 
-    settings = {**sampling_settings(config), "fd_samples": config.sample.fd_samples,
+    settings = {**sampling_settings(config), "fd_samples": config.sample.fd_samples, "fd_draws": config.sample.fd_draws,
                 "temperatures": config.sample.temperatures, "classifier": classifier_settings(config)}
     return fingerprint(run, ["stage1/checkpoint.pt", "stage2/checkpoint.pt", "codes/val.h5"], settings)
 

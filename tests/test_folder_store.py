@@ -82,6 +82,18 @@ def test_the_store_records_the_file_list_and_any_added_touched_or_hidden_change_
     assert len(logs) == 2 and all("the folder changed" in line for line in logs) and again.shape[0] == 13
 
 
+def test_a_large_folder_is_listed_by_two_processes_exactly_as_by_one(folder, monkeypatch):
+    odd = folder / "b" / "new\nline.png"  # a name the child's newline-separated answer cannot carry
+    odd.write_bytes((folder / "a" / "0.png").read_bytes())
+    serial = folder_store.listing(folder)
+    monkeypatch.setattr(folder_store, "PARALLEL_STAT_FROM", 2)
+    forks, fork = [], os.fork
+    monkeypatch.setattr(os, "fork", lambda: forks.append(1) or fork())
+    assert folder_store.listing(folder) == serial and len(serial) == 13 and forks == [1]
+    odd.unlink()
+    assert folder_store.listing(folder) == [line for line in serial if not line.startswith("b/new")]
+
+
 def interrupted_after_three(items, **kwargs):
     for i, item in enumerate(items):
         if i == 3:

@@ -53,6 +53,10 @@ def test_metrics_json_has_every_spec_key(finished_run):
     values = [metrics["bits_per_code"][p] for p in ("learned", "marginal", "uniform")]
     values += [metrics["sample_quality"][f"fd_{n}"] for n in ("reconstructions", "learned", "marginal", "uniform")]
     assert all(isinstance(v, float) and v >= 0 for v in values)
+    draws = metrics["sample_quality"]["fd_learned_draws"]  # sample.fd_draws sets of the learned prior, averaged
+    assert len(draws) == 5 and len(set(draws)) == 5
+    assert metrics["sample_quality"]["fd_learned"] == pytest.approx(sum(draws) / 5)
+    assert metrics["sample_quality"]["fd_learned_by_temperature"]["1"] == metrics["sample_quality"]["fd_learned"]
 
 
 def test_existing_run_directory_is_refused(finished_run, cli):

@@ -9,7 +9,7 @@ import torch
 from data import ImageSet, load_config, load_split, to_model_range
 from data.config import DataConfig
 from pipeline import quality
-from pipeline.quality import (FeatureClassifier, accuracy, features, frechet_distance, load_classifier,
+from pipeline.quality import (sample_quality, FeatureClassifier, accuracy, features, frechet_distance, load_classifier,
                               load_or_train_classifier, save_classifier, train_classifier, write_quality)
 
 
@@ -194,3 +194,15 @@ def test_copies_of_training_images_are_counted_and_new_images_are_not(fashion):
     assert stats["median_nn_distance_val"] > 0.05 and stats["feature"]["copy_fraction"] == 1.0
     fresh, _ = measure_novelty(to_model_range(fashion[1].images[200:300]), val, train, lambda x: x.flatten(1))
     assert fresh["copy_fraction"] < 0.1  # other held-out images: about the 1% the threshold lets through
+
+
+def test_several_draws_of_a_set_give_the_mean_distance_and_each_draw_is_kept(fashion):
+    real = to_model_range(fashion[1].images[:200])
+    draws = [real + 0.05 * k for k in (1, 2, 3)]
+    classifier = FeatureClassifier(1, 10)
+    single = sample_quality(classifier, real, {f"d{k}": x for k, x in enumerate(draws)})
+    both = sample_quality(classifier, real, {"learned": draws, "learned_T1": draws, "one": draws[0]})
+    each = [single[f"fd_d{k}"] for k in range(3)]
+    assert both["fd_by_draw"] == {"learned": each, "learned_T1": each}  # no entry for a single set
+    assert both["fd_learned"] == both["fd_learned_T1"] == pytest.approx(sum(each) / 3)
+    assert both["fd_one"] == each[0] and len(set(each)) == 3
