@@ -68,6 +68,7 @@ def main() -> None:
         "bits_learned_train": bits.get("learned_train"),
         "fd_learned": round(q["fd_learned"], 3), "fd_recon": round(q["fd_reconstructions"], 3),
         "fd_ratio": round(q["fd_learned"] / q["fd_reconstructions"], 3),
+        "fd_learned_draws": [round(v, 3) for v in (q.get("fd_by_draw") or {}).get("learned", [])],
         "fd_by_temperature": {k.removeprefix("fd_learned_T"): round(v, 3) for k, v in q.items()
                               if k.startswith("fd_learned_T")},
         "stage1_s": stage1.get("train_seconds"), "stage2_s": stage2.get("train_time_s"),
