@@ -97,6 +97,7 @@ class Stage1Config(VQVAEConfig):
     batch_size: int = positive(128)
     steps: int = positive(800)
     lr: float = above(1e-3, 0.0)
+    lr_schedule: str = choice("constant", ("cosine", "constant"))  # cosine: decays to 0 at the last step
     log_every: int = positive(50)
     eval_every: int = positive(500)
     checkpoint_every: int = positive(250)

@@ -31,7 +31,7 @@ from data.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from data.errors import UserError
 from data.io import MetricsLog, capture_rng, logged_time, restore_rng, write_json
 from data.rundir import commit_config
-from data.training import (StepBatches, make_accelerator, replicas_agree, run_environment, seed_everything,
+from data.training import (StepBatches, cosine_lr, make_accelerator, replicas_agree, run_environment, seed_everything,
                            warn_if_threads_differ)
 
 from .likelihood import discretized_log_prob, reference_nats
@@ -107,6 +107,8 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
     tic, seen = time.perf_counter(), 0
     earlier = logged_time(out / "metrics.jsonl", step) if step else 0.0  # training seconds before a resume
     while step < s.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = s.lr * float(cosine_lr(step, s.steps, 0, s.lr_schedule))
         x = to_model_range(images[batches(step)].to(accelerator.device))
         if s.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -74,8 +74,9 @@ def test_each_encoder_residual_block_widens_a_code_by_8_pixels(blocks, side):
     assert len(model.decoder.net[1].blocks) == 2  # the decoder keeps residual_layers
 
 
-def test_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch):
-    config = load_config(TINY)
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch, schedule):
+    config = load_config(TINY, [f"stage1.lr_schedule={schedule}"])
     full = train_module.train(config, tmp_path / "full")
 
     real_log = train_module.MetricsLog.log
@@ -101,6 +102,11 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch):
     strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731
     assert strip(read_jsonl(tmp_path / "full" / "stage1" / "metrics.jsonl")) == \
         strip(read_jsonl(tmp_path / "crashed" / "stage1" / "metrics.jsonl"))
+    rates = [row["lr"] for row in read_jsonl(tmp_path / "full" / "stage1" / "metrics.jsonl") if "lr" in row]
+    if schedule == "constant":
+        assert set(rates) == {config.stage1.lr}
+    else:  # cosine: falls at every logged step, towards 0 at the end
+        assert rates == sorted(set(rates), reverse=True) and rates[-1] < 0.05 * config.stage1.lr
 
 
 def test_help_works():
