@@ -98,6 +98,9 @@ class Stage1Config(VQVAEConfig):
     steps: int = positive(800)
     lr: float = above(1e-3, 0.0)
     lr_schedule: str = choice("constant", ("cosine", "constant"))  # cosine: decays to 0 at the last step
+    # After `steps`, this many more steps train the decoder alone on frozen codes (encoder and
+    # codebook fixed): sharper reconstructions from codes exactly as predictable for the prior.
+    decoder_steps: int = between(0, 0, 10**9)
     log_every: int = positive(50)
     eval_every: int = positive(500)
     checkpoint_every: int = positive(250)

@@ -65,7 +65,8 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
                           accelerator.process_index, accelerator.num_processes)  # checks the batch fits the data
     variance = data_variance(train_set.images)
     model = build_model(config, train_set.images.shape[1])
-    optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
+    optimizer = build_optimizer(model, s.lr, s.decoder_steps > 0)
+    total = s.steps + s.decoder_steps
 
     step = 0
     if resume and ckpt_path.exists():
@@ -78,7 +79,7 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
         step = state["step"]
         restore_rng(state["rng"])
         warn_if_threads_differ(state.get("environment"), "stage 1")
-        if step >= s.steps and (out / "summary.json").is_file():  # complete: nothing to redo or rewrite
+        if step >= total and (out / "summary.json").is_file():  # complete: nothing to redo or rewrite
             return json.loads((out / "summary.json").read_text())
     if accelerator.is_main_process:
         commit_config(run_dir, config)  # the run has begun: data loaded, model built
@@ -102,13 +103,12 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
                             config=config.to_dict(), environment=environment)
 
     model.train()
-    bar = tqdm(total=s.steps, initial=step, desc="stage 1", disable=not accelerator.is_local_main_process,
+    bar = tqdm(total=total, initial=step, desc="stage 1", disable=not accelerator.is_local_main_process,
                dynamic_ncols=True)
     tic, seen = time.perf_counter(), 0
     earlier = logged_time(out / "metrics.jsonl", step) if step else 0.0  # training seconds before a resume
-    while step < s.steps:
-        for group in optimizer.param_groups:
-            group["lr"] = s.lr * float(cosine_lr(step, s.steps, 0, s.lr_schedule))
+    while step < total:
+        set_phase(accelerator.unwrap_model(model), optimizer, step, s)
         x = to_model_range(images[batches(step)].to(accelerator.device))
         if s.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -122,7 +122,7 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
         seen += x.shape[0] * accelerator.num_processes
         bar.update(1)
 
-        if step % s.log_every == 0 or step == s.steps:
+        if step % s.log_every == 0 or step == total:
             row = {"step": step, "loss": loss.item(), "recon_loss": recon.item(),
                    "recon_nmse": clamped_nmse(out_.reconstruction.detach(), x, variance),
                    "vq_loss": out_.vq.loss.item(), "perplexity": out_.vq.perplexity.item(),
@@ -131,14 +131,14 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
                    "train_time_s": round(earlier + time.perf_counter() - tic, 3)}
             if not math.isfinite(row["loss"]):
                 raise RuntimeError(f"stage-1 loss is {row['loss']} at step {step}; lower stage1.lr")
-            if step % s.eval_every == 0 or step == s.steps:
+            if step % s.eval_every == 0 or step == total:
                 row.update({f"val_{k}": v for k, v in evaluate(model, val_set.images, variance,
                                                                accelerator.device).items() if k != "code_counts"})
                 model.train()
             if log:
                 log.log(row)
             bar.set_postfix(nmse=f"{row['recon_nmse']:.4f}", ppl=f"{row['perplexity']:.0f}")
-        if step % s.checkpoint_every == 0 or step == s.steps:
+        if step % s.checkpoint_every == 0 or step == total:
             save(step)
     bar.close()
     train_seconds = earlier + time.perf_counter() - tic
@@ -151,12 +151,41 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
         raise RuntimeError("the processes ended stage 1 with different weights or codebooks; please report this bug")
     summary = finish(accelerator.unwrap_model(model), val_set.images, variance, out, accelerator.device,
                      write=accelerator.is_main_process)
-    summary.update(steps=s.steps, train_seconds=train_seconds,
+    summary.update(steps=s.steps, decoder_steps=s.decoder_steps, train_seconds=train_seconds,
                    images_per_s=seen / (train_seconds - earlier) if seen else None,
                    class_names=list(train_set.class_names) if train_set.class_names else None, **environment)
     if accelerator.is_main_process:
         write_json(out / "summary.json", summary)
     return summary
+
+
+def build_optimizer(model: VQVAE, lr: float, decoder_group: bool) -> torch.optim.Adam:
+    """Adam over the model; with ``decoder_group`` the decoder's parameters form the first group, the
+    rest the second, so that the decoder-only phase can stop the encoder and codebook (lr 0)."""
+    if not decoder_group:
+        return torch.optim.Adam(model.parameters(), lr=lr)
+    decoder = {id(p) for p in model.decoder.parameters()}
+    return torch.optim.Adam([{"params": [p for p in model.parameters() if id(p) in decoder]},
+                             {"params": [p for p in model.parameters() if id(p) not in decoder]}], lr=lr)
+
+
+def set_phase(model: VQVAE, optimizer: torch.optim.Adam, step: int, s) -> None:
+    """The learning rates of ``step``, and the decoder-only phase after ``s.steps``.
+
+    Steps 0..steps-1 train everything (cosine or constant schedule over ``steps``). The
+    ``decoder_steps`` after them train the decoder alone: the encoder and codebook get learning
+    rate 0 (Adam then leaves them exactly as they are) and the quantizer stays in eval mode (no
+    EMA or dead-code updates), so every image keeps its codes while the decoder learns to
+    reconstruct from them, with its own schedule over the phase.
+    """
+    decoder_phase = step >= s.steps
+    if decoder_phase:
+        rate = s.lr * float(cosine_lr(step - s.steps, s.decoder_steps, 0, s.lr_schedule))
+    else:
+        rate = s.lr * float(cosine_lr(step, s.steps, 0, s.lr_schedule))
+    for i, group in enumerate(optimizer.param_groups):
+        group["lr"] = 0.0 if decoder_phase and i == 1 else rate
+    model.quantizer.train(model.training and not decoder_phase)
 
 
 def reconstruction_loss(out: VQVAEOutput, x: torch.Tensor, variance: float, likelihood: str) -> torch.Tensor:

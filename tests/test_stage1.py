@@ -224,3 +224,23 @@ def test_logistic_training_lowers_its_discretised_nll(tmp_path):
     assert "pixel_log_scale" not in model.state_dict() and model.can_measure_distortion
     images = model.decode(model.encode(torch.rand(2, 1, 28, 28) - 0.5))
     assert images.shape == (2, 1, 28, 28) and images.min() >= -0.5 and images.max() <= 0.5  # the clamped means
+
+
+def test_decoder_steps_train_the_decoder_alone_and_every_code_stays_the_same(tmp_path, monkeypatch):
+    config = load_config(TINY, ["stage1.steps=10", "stage1.decoder_steps=6", "stage1.checkpoint_every=5",
+                                "stage1.dead_code_steps=1"])  # re-seeding would move codes at once
+    saved, real_save = {}, train_module.save_checkpoint
+
+    def save(path, kind, **state):  # keep a copy: the state dict's tensors are the live weights
+        saved[state["step"]] = {k: v.clone() for k, v in state["model"].items()}
+        real_save(path, kind, **state)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save)
+    summary = train_module.train(config, tmp_path / "run")
+    assert sorted(saved) == [5, 10, 15, 16] and summary["decoder_steps"] == 6
+    joint, after = saved[10], saved[16]
+    changed = {k for k in joint if not torch.equal(joint[k], after[k])}
+    assert changed and all(k.startswith("decoder.") or k == "pixel_log_scale" for k in changed)
+    assert any(not torch.equal(saved[5][k], joint[k]) for k in joint if k.startswith("encoder."))
+    rates = [row["lr"] for row in read_jsonl(tmp_path / "run" / "stage1" / "metrics.jsonl")]
+    assert len(rates) == 4 and rates[-1] == config.stage1.lr  # logged: the decoder's rate
