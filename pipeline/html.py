@@ -98,7 +98,7 @@ def fd_note(m: dict, inception_stale: str | None = None) -> str:
                      f"{q['classifier_val_accuracy']:.1%}.")
     if q.get("fd_samples"):
         parts.append(f"{q['fd_samples']} generated images per prior.")
-    draws = (q.get("fd_by_draw") or {}).get("learned")
+    draws = q.get("fd_learned_draws")
     if draws:
         parts.append(f"The learned prior's distance is the mean over {len(draws)} independent sets "
                      f"(each between {min(draws):.3g} and {max(draws):.3g}).")
@@ -231,7 +231,7 @@ def config_tables(cfg: Config) -> str:
                      ("top-k", sm.top_k or "off"), ("top-p", sm.top_p or "off"),
                      ("sweep", ", ".join(f"{t:g}" for t in sm.temperatures)),
                      ("Inception FID", str(sm.inception_fid).lower()),
-                     ("images for FD", sm.fd_samples), ("classifier steps", sm.classifier_steps)],
+                     ("images for FD", sm.fd_samples), ("FD draws (learned)", sm.fd_draws), ("classifier steps", sm.classifier_steps)],
     }
     tables = [table([name, ""], [[k, v] for k, v in rows]) for name, rows in groups.items()]
     return f"<div class='config'>{''.join(tables)}</div>"

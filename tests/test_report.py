@@ -206,12 +206,15 @@ def test_each_fd_says_its_sampling_settings_and_the_sweep_has_a_table(tmp_path):
     run = make_run(tmp_path, temperatures=(0.5, 1.0))
     config = load_config(run / "config.yaml")
     restamp(run, "report/quality.json", {"fd_learned_T0.5": 9.0, "fd_learned_T1": 6.0,
+                                         "fd_by_draw": {"learned": [5.0, 6.5, 6.5], "learned_T1": [5.0, 6.5, 6.5]},
                                          "sampling": {"temperature": 1.0, "top_k": None, "top_p": 0.9}},
             sources.quality(run, config))
     metrics = write_report(run)
     assert metrics["sample_quality"]["fd_learned_by_temperature"] == {"0.5": 9.0, "1": 6.0}
+    assert metrics["sample_quality"]["fd_learned_draws"] == [5.0, 6.5, 6.5]
     page = (run / "report/index.html").read_text()
     assert "learned prior (T = 1, top-k off, top-p 0.9)" in page
+    assert "mean over 3 independent sets (each between 5 and 6.5)" in page
     sweep = page[page.index("Temperature sweep"):]
     assert re.search(r"<td class='num'>0.5</td><td class='num'>9.000</td><td class='num'>6.00</td>", sweep)
 
