@@ -17,12 +17,13 @@ from stage1_vqvae import train as train_module
 
 def test_train_writes_every_artifact(tiny_run_template):
     run = tiny_run_template
-    assert load_config(run / "config.yaml").stage1.steps == 20
+    assert (load_config(run / "config.yaml").stage1.steps, load_config(run / "config.yaml").stage1.decoder_steps) \
+        == (20, 4)
     state = torch.load(run / "stage1" / "checkpoint.pt", weights_only=True)
-    assert state["step"] == 20 and {"model", "optimizer", "rng", "model_config", "data_variance"} <= set(state)
+    assert state["step"] == 24 and {"model", "optimizer", "rng", "model_config", "data_variance"} <= set(state)
     assert "quantizer.ema_cluster_size" in state["model"]  # EMA state is checkpointed
     rows = read_jsonl(run / "stage1" / "metrics.jsonl")
-    assert [r["step"] for r in rows] == [5, 10, 15, 20]
+    assert [r["step"] for r in rows] == [5, 10, 15, 20, 24]  # 20 joint steps, then 4 of the decoder alone
     for row in rows:
         assert {"step", "loss", "recon_nmse", "perplexity", "codes_used"} <= set(row)
     assert "val_recon_nmse" in rows[-1]
@@ -76,7 +77,7 @@ def test_each_encoder_residual_block_widens_a_code_by_8_pixels(blocks, side):
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
 def test_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch, schedule):
-    config = load_config(TINY, [f"stage1.lr_schedule={schedule}"])
+    config = load_config(TINY, [f"stage1.lr_schedule={schedule}", "stage1.decoder_steps=0"])
     full = train_module.train(config, tmp_path / "full")
 
     real_log = train_module.MetricsLog.log
@@ -207,7 +208,7 @@ def test_logistic_training_lowers_its_discretised_nll(tmp_path):
     from data.datasets import data_variance
     from data.training import seed_everything
 
-    config = load_config(TINY, ["stage1.likelihood=logistic", "stage1.steps=60", "stage1.lr=0.003"])
+    config = load_config(TINY, ["stage1.likelihood=logistic", "stage1.steps=60", "stage1.decoder_steps=0", "stage1.lr=0.003"])
     seed_everything(config.run.seed)
     untrained = train_module.build_model(config, 1)
     assert untrained.decoder.net[-1].out_channels == 2  # a mean and a log-scale per sub-pixel

@@ -209,7 +209,7 @@ def test_min_epochs_lengthens_training_on_more_grids(cli, run):
     assert torch.load(run / "stage2" / "checkpoint.pt", weights_only=True)["step"] == 32
     from data.config import Stage2Config
 
-    assert Stage2Config(steps=1500, min_epochs=3, batch_size=32).total_steps(9000) == 1500  # the default data
+    assert Stage2Config(steps=3000, min_epochs=3, batch_size=32).total_steps(9000) == 3000  # the default data
     assert Stage2Config(steps=1500, min_epochs=3, batch_size=32).total_steps(54000) == 5063  # a 60,000-image folder
 
 
