@@ -222,7 +222,8 @@ def config_tables(cfg: Config) -> str:
                              ("decoder likelihood", s1.likelihood),
                              ("downsamples", s1.downsamples), ("hidden", s1.hidden),
                              ("residual blocks enc / dec", f"{s1.encoder_residual_layers} / {s1.residual_layers}"),
-                             ("steps × batch", f"{s1.steps} × {s1.batch_size}"), ("learning rate", f"{s1.lr:g}")],
+                             ("steps × batch", f"{s1.steps} × {s1.batch_size}"),
+                             ("decoder-only steps", s1.decoder_steps), ("learning rate", f"{s1.lr:g}")],
         "Stage 2 (PixelCNN)": [("layers × hidden", f"{s2.layers} × {s2.hidden}"), ("kernel", s2.kernel_size),
                                ("conditional", "yes" if s2.conditional else "no"), ("dropout", s2.dropout),
                                ("steps × batch", f"{s2.steps} × {s2.batch_size}"), ("learning rate", f"{s2.lr:g}"),
@@ -231,7 +232,8 @@ def config_tables(cfg: Config) -> str:
                      ("top-k", sm.top_k or "off"), ("top-p", sm.top_p or "off"),
                      ("sweep", ", ".join(f"{t:g}" for t in sm.temperatures)),
                      ("Inception FID", str(sm.inception_fid).lower()),
-                     ("images for FD", sm.fd_samples), ("FD draws (learned)", sm.fd_draws), ("classifier steps", sm.classifier_steps)],
+                     ("images for FD", sm.fd_samples), ("FD draws (learned)", sm.fd_draws),
+                     ("classifier steps", sm.classifier_steps)],
     }
     tables = [table([name, ""], [[k, v] for k, v in rows]) for name, rows in groups.items()]
     return f"<div class='config'>{''.join(tables)}</div>"

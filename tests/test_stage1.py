@@ -208,7 +208,8 @@ def test_logistic_training_lowers_its_discretised_nll(tmp_path):
     from data.datasets import data_variance
     from data.training import seed_everything
 
-    config = load_config(TINY, ["stage1.likelihood=logistic", "stage1.steps=60", "stage1.decoder_steps=0", "stage1.lr=0.003"])
+    config = load_config(TINY, ["stage1.likelihood=logistic", "stage1.steps=60", "stage1.decoder_steps=0",
+                                "stage1.lr=0.003"])
     seed_everything(config.run.seed)
     untrained = train_module.build_model(config, 1)
     assert untrained.decoder.net[-1].out_channels == 2  # a mean and a log-scale per sub-pixel
