@@ -167,7 +167,7 @@ class SampleConfig:
                                       metadata={"min": 1e-3, "max": 100.0})
     fd_samples: int = between(1000, 2, 10**7)  # generated images per prior for the Frechet distance
     # Independent sets of fd_samples from the learned prior at `temperature`, whose FDs are averaged:
-    # one set of 1,000 moves fd_learned by about +-10% (benchmarks/RESULTS.md); the floor has no such noise.
+    # one set of 1,000 moves fd_learned by 10-25% (benchmarks/RESULTS.md); the floor has no such noise.
     fd_draws: int = between(5, 1, 100)
     classifier_steps: int = positive(600)  # training steps of the feature classifier
     # Inception FID beside the classifier FD (needs the `fid` extra); auto = on with a GPU, off on CPU
