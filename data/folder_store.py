@@ -115,13 +115,14 @@ def stat_lines(root_fd: int, paths: list[str]) -> list[str]:
         finally:
             os._exit(status)
     os.close(write_end)
+    pipe = os.fdopen(read_end, "rb")
     try:
         first = _stat_lines(root_fd, paths[:half])
-        with os.fdopen(read_end, "rb") as pipe:
-            second = pipe.read().decode("utf-8", "surrogateescape").split("\n")
+        second = pipe.read().decode("utf-8", "surrogateescape").split("\n")
     finally:
+        pipe.close()  # first, so that a child still writing (the parent failed) gets EPIPE and exits
         _, status = os.waitpid(pid, 0)
-    if status != 0 or len(second) != len(paths) - half:  # a file vanished mid-listing, or the child failed
+    if status != 0 or len(second) != len(paths) - half:  # the child failed, or a name held a newline
         return _stat_lines(root_fd, paths)
     return first + second
 
@@ -129,7 +130,11 @@ def stat_lines(root_fd: int, paths: list[str]) -> list[str]:
 def _stat_lines(root_fd: int, paths: list[str]) -> list[str]:
     lines = []
     for path in paths:
-        stat = os.stat(path, dir_fd=root_fd)
+        try:
+            stat = os.stat(path, dir_fd=root_fd)
+        except FileNotFoundError:
+            raise UserError(f"{path} disappeared while the image folder was listed; run again when "
+                            "the folder is no longer changing") from None
         lines.append(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}")
     return lines
 

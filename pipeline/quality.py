@@ -282,7 +282,8 @@ def sample_quality(classifier: FeatureClassifier, real: torch.Tensor,
     return {**out, "fd_by_draw": by_draw} if by_draw else out
 
 
-def write_quality(run_dir: str | Path, cfg: Config, real: torch.Tensor, generated: Mapping[str, torch.Tensor],
+def write_quality(run_dir: str | Path, cfg: Config, real: torch.Tensor,
+                  generated: Mapping[str, torch.Tensor | list[torch.Tensor]],
                   device: str | torch.device = "cpu", log: Callable[[str], None] = print,
                   computed_from: dict | None = None, extra: dict | None = None) -> dict:
     """Compute FDs against ``real`` val images and write ``DIR/report/quality.json``; returns its content.

@@ -65,7 +65,7 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
                           accelerator.process_index, accelerator.num_processes)  # checks the batch fits the data
     variance = data_variance(train_set.images)
     model = build_model(config, train_set.images.shape[1])
-    optimizer = build_optimizer(model, s.lr, s.decoder_steps > 0)
+    optimizer = build_optimizer(model, s.lr)
     total = s.steps + s.decoder_steps
 
     step = 0
@@ -75,7 +75,7 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
             raise UserError(f"{ckpt_path} holds a model built with other stage1 settings than this config's; "
                             "resume with the run's own config.yaml or start a new --run")
         load_weights(model, state["model"], ckpt_path)
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, model, state["optimizer"])
         step = state["step"]
         restore_rng(state["rng"])
         warn_if_threads_differ(state.get("environment"), "stage 1")
@@ -159,14 +159,25 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
     return summary
 
 
-def build_optimizer(model: VQVAE, lr: float, decoder_group: bool) -> torch.optim.Adam:
-    """Adam over the model; with ``decoder_group`` the decoder's parameters form the first group, the
-    rest the second, so that the decoder-only phase can stop the encoder and codebook (lr 0)."""
-    if not decoder_group:
-        return torch.optim.Adam(model.parameters(), lr=lr)
+def build_optimizer(model: VQVAE, lr: float) -> torch.optim.Adam:
+    """Adam with two groups, the decoder's parameters and the rest, so that the decoder-only phase
+    can stop the encoder and codebook (lr 0). Always two, whatever ``decoder_steps``: an interrupted
+    run resumes under another ``decoder_steps`` with the same optimizer layout."""
     decoder = {id(p) for p in model.decoder.parameters()}
     return torch.optim.Adam([{"params": [p for p in model.parameters() if id(p) in decoder]},
                              {"params": [p for p in model.parameters() if id(p) not in decoder]}], lr=lr)
+
+
+def load_optimizer_state(optimizer: torch.optim.Adam, model: VQVAE, saved: dict) -> None:
+    """Load ``saved`` into ``build_optimizer``'s optimizer; a one-group state (checkpoints from before
+    the decoder phase) is loaded into a one-group Adam first and its per-parameter state moved over."""
+    if len(saved["param_groups"]) == len(optimizer.param_groups):
+        optimizer.load_state_dict(saved)
+        return
+    legacy = torch.optim.Adam(model.parameters(), lr=optimizer.param_groups[0]["lr"])
+    legacy.load_state_dict(saved)
+    for param, param_state in legacy.state.items():
+        optimizer.state[param] = param_state
 
 
 def set_phase(model: VQVAE, optimizer: torch.optim.Adam, step: int, s) -> None:

@@ -162,3 +162,13 @@ def test_an_unwritable_cache_is_a_user_error(folder, tmp_path):
     with pytest.raises(UserError, match="data.cache_dir"):
         load_split(load_config(None, ["data.dataset=image_folder", f"data.root={folder}",
                                       f"data.cache_dir={tmp_path / 'file'}"]).data, "train")
+
+
+def test_a_file_gone_during_a_parallel_listing_is_a_user_error_not_a_hang(folder, monkeypatch):
+    monkeypatch.setattr(folder_store, "PARALLEL_STAT_FROM", 2)
+    fd = os.open(folder, os.O_RDONLY)
+    try:  # the child's half is large enough to fill the pipe while the parent fails on its own half
+        with pytest.raises(UserError, match="gone.png disappeared while the image folder was listed"):
+            folder_store.stat_lines(fd, ["a/gone.png"] + ["a/0.png"] * 40_000)
+    finally:
+        os.close(fd)

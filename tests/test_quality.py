@@ -9,8 +9,9 @@ import torch
 from data import ImageSet, load_config, load_split, to_model_range
 from data.config import DataConfig
 from pipeline import quality
-from pipeline.quality import (sample_quality, FeatureClassifier, accuracy, features, frechet_distance, load_classifier,
-                              load_or_train_classifier, save_classifier, train_classifier, write_quality)
+from pipeline.quality import (FeatureClassifier, accuracy, features, frechet_distance, load_classifier,
+                              load_or_train_classifier, sample_quality, save_classifier, train_classifier,
+                              write_quality)
 
 
 def gaussian_samples(mean, cov, n=4000, seed=0):

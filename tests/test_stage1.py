@@ -75,9 +75,11 @@ def test_each_encoder_residual_block_widens_a_code_by_8_pixels(blocks, side):
     assert len(model.decoder.net[1].blocks) == 2  # the decoder keeps residual_layers
 
 
-@pytest.mark.parametrize("schedule", ["constant", "cosine"])
-def test_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch, schedule):
-    config = load_config(TINY, [f"stage1.lr_schedule={schedule}", "stage1.decoder_steps=0"])
+@pytest.mark.parametrize("schedule, steps, decoder_steps", [("constant", 20, 0), ("cosine", 20, 0),
+                                                            ("constant", 10, 10)])  # crashes in the decoder phase
+def test_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch, schedule, steps, decoder_steps):
+    config = load_config(TINY, [f"stage1.lr_schedule={schedule}", f"stage1.steps={steps}",
+                                f"stage1.decoder_steps={decoder_steps}"])
     full = train_module.train(config, tmp_path / "full")
 
     real_log = train_module.MetricsLog.log
@@ -108,6 +110,32 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch, schedule)
         assert set(rates) == {config.stage1.lr}
     else:  # cosine: falls at every logged step, towards 0 at the end
         assert rates == sorted(set(rates), reverse=True) and rates[-1] < 0.05 * config.stage1.lr
+
+
+def test_an_interrupted_stage1_resumes_from_a_one_group_optimizer_and_under_other_decoder_steps(tmp_path,
+                                                                                               monkeypatch):
+    config = load_config(TINY, ["stage1.steps=10", "stage1.decoder_steps=10"])
+    full = train_module.train(config, tmp_path / "full")
+    real_log, real_build = train_module.MetricsLog.log, train_module.build_optimizer
+
+    def crash_at_step_10(self, row):  # after the step-5 checkpoint, before the step-10 one
+        if row["step"] == 10:
+            raise RuntimeError("simulated crash")
+        real_log(self, row)
+
+    monkeypatch.setattr(train_module.MetricsLog, "log", crash_at_step_10)
+    monkeypatch.setattr(train_module, "build_optimizer", lambda model, lr: torch.optim.Adam(model.parameters(), lr))
+    earlier = load_config(TINY, ["stage1.steps=10", "stage1.decoder_steps=0", "stage1.checkpoint_every=5"])
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_module.train(earlier, tmp_path / "crashed")  # the layout of older checkpoints: one group
+    state = torch.load(tmp_path / "crashed" / "stage1" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 5 and len(state["optimizer"]["param_groups"]) == 1
+    monkeypatch.setattr(train_module.MetricsLog, "log", real_log)
+    monkeypatch.setattr(train_module, "build_optimizer", real_build)
+    resumed = train_module.train(config, tmp_path / "crashed", resume=True)  # and decoder_steps 0 -> 10
+    a = torch.load(tmp_path / "full" / "stage1" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "crashed" / "stage1" / "checkpoint.pt", weights_only=True)["model"]
+    assert resumed["decoder_steps"] == full["decoder_steps"] == 10 and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_help_works():
