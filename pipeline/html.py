@@ -233,7 +233,7 @@ def config_tables(cfg: Config) -> str:
                      ("sweep", ", ".join(f"{t:g}" for t in sm.temperatures)),
                      ("Inception FID", str(sm.inception_fid).lower()),
                      ("images for FD", sm.fd_samples), ("FD draws (learned)", sm.fd_draws),
-                     ("classifier steps", sm.classifier_steps)],
+                     ("classifier steps / seed", f"{sm.classifier_steps} / {sm.classifier_seed}")],
     }
     tables = [table([name, ""], [[k, v] for k, v in rows]) for name, rows in groups.items()]
     return f"<div class='config'>{''.join(tables)}</div>"

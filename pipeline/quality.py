@@ -8,7 +8,9 @@ features of each image set, and compare the Gaussians with the Fréchet (2-Wasse
 
 FD is 0 for identical feature distributions and grows as the generated images' features move
 away from the real ones, in their mean (first term) or their spread and correlations (the rest).
-Values are comparable only within one run: another classifier means another feature space.
+Values are comparable only within one feature space: the classifier depends on the training
+images, ``sample.classifier_steps`` and ``sample.classifier_seed`` (not ``run.seed``), so runs
+of one dataset with other seeds are measured with the same network.
 
 The classifier predicts the dataset's labels. A dataset without labels (an unlabelled image
 folder) trains it on a self-supervised proxy task instead: rotation prediction, where each
@@ -179,7 +181,7 @@ def classifier_settings(cfg: Config) -> dict:
     Where and how an image folder is decoded (``cache_dir``, ``workers``) does not change its pixels.
     """
     data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in ("cache_dir", "workers")}
-    return {"data": data, "steps": cfg.sample.classifier_steps, "seed": cfg.run.seed}
+    return {"data": data, "steps": cfg.sample.classifier_steps, "seed": cfg.sample.classifier_seed}
 
 
 def load_or_train_classifier(run_dir: str | Path, cfg: Config, device: str | torch.device = "cpu",
@@ -197,7 +199,7 @@ def load_or_train_classifier(run_dir: str | Path, cfg: Config, device: str | tor
         log(f"{path} was trained with other settings; training a new feature classifier")
     train, val = load_split(cfg.data, "train"), load_split(cfg.data, "val")
     classifier = train_classifier(train.images, train.labels, train.num_classes or None,
-                                  steps=cfg.sample.classifier_steps, seed=cfg.run.seed, device=device,
+                                  steps=cfg.sample.classifier_steps, seed=cfg.sample.classifier_seed, device=device,
                                   progress=True)
     val_accuracy = accuracy(classifier, val.images, val.labels)
     save_classifier(classifier, path, val_accuracy, settings)

@@ -145,6 +145,21 @@ def test_run_classifier_is_saved_and_reused_until_settings_change(tmp_path, smal
     assert small_splits == ["train", "val"] * 2  # other steps: retrained
 
 
+def test_run_classifier_has_its_own_seed(tmp_path, small_splits):
+    """Another run.seed keeps the feature space; another sample.classifier_seed trains a new network."""
+    cfg = load_config(overrides=["sample.classifier_steps=5"])
+    first, _ = load_or_train_classifier(tmp_path / "a", cfg, log=lambda _: None)
+    other_run, _ = load_or_train_classifier(tmp_path / "b", load_config(overrides=["sample.classifier_steps=5",
+                                                                                    "run.seed=7"]), log=lambda _: None)
+    reseeded, _ = load_or_train_classifier(tmp_path / "b", load_config(overrides=["sample.classifier_steps=5",
+                                                                                   "sample.classifier_seed=7"]),
+                                           log=lambda _: None)
+    assert small_splits == ["train", "val"] * 3
+    x = torch.rand(8, 1, 28, 28) - 0.5
+    assert torch.equal(features(first, x), features(other_run, x))
+    assert not torch.equal(features(first, x), features(reseeded, x))
+
+
 def test_write_quality_writes_every_fd_and_the_accuracy(tmp_path, small_splits, fashion):
     cfg = load_config(overrides=["sample.classifier_steps=5"])
     real = to_model_range(fashion[1].images[:200])

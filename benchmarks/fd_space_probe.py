@@ -1,0 +1,47 @@
+"""Probe (not part of the product): how much does a run's FD ratio depend on the feature network?
+
+Draws the image sets of the run's quality step once (val reconstructions, ``sample.fd_draws``
+draws of the learned prior), then trains the feature classifier with several seeds and reports
+fd_learned / fd_reconstructions in each feature space.
+
+    python benchmarks/fd_space_probe.py RUN [SEEDS] [STEPS] [TASK]
+    python benchmarks/fd_space_probe.py runs/ablate/flat-j700-d500-s1 0,1,2,3 600 rotation
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from data import load_split  # noqa: E402
+from data.config import load_config  # noqa: E402
+from pipeline.pipeline import VQPriorPipeline  # noqa: E402
+from pipeline.quality import accuracy, sample_quality, train_classifier  # noqa: E402
+from pipeline.run import SEED_FD, fd_image_sets  # noqa: E402
+
+
+def main(run: str, seeds: str = "0,1,2,3", steps: str = "600", task: str = "auto") -> None:
+    cfg = load_config(f"{run}/config.yaml", [])
+    pipe = VQPriorPipeline.from_run(run, "cpu")
+    s, seed = cfg.sample, cfg.run.seed * 1000 + SEED_FD
+    real, generated = fd_image_sets(pipe, cfg, Path(run), s.fd_samples)
+    generated["learned"] = [generated["learned"]] + [pipe(len(real), "learned", temperature=s.temperature,
+                                                           top_k=s.top_k, top_p=s.top_p, seed=seed + 100 * d).images
+                                                      for d in range(1, s.fd_draws)]
+    train, val = load_split(cfg.data, "train"), load_split(cfg.data, "val")
+    labels = None if task == "rotation" else train.labels
+    for classifier_seed in map(int, seeds.split(",")):
+        tic = time.time()
+        net = train_classifier(train.images, labels, train.num_classes or None, steps=int(steps), seed=classifier_seed)
+        q = sample_quality(net, real, {k: generated[k] for k in ("reconstructions", "learned", "marginal")})
+        print(json.dumps({"run": run, "classifier_seed": classifier_seed, "steps": int(steps), "task": net.task,
+                          "val_acc": round(accuracy(net, val.images, None if labels is None else val.labels), 3),
+                          "fd_recon": round(q["fd_reconstructions"], 3), "fd_learned": round(q["fd_learned"], 3),
+                          "fd_marginal": round(q["fd_marginal"], 3),
+                          "ratio": round(q["fd_learned"] / q["fd_reconstructions"], 3),
+                          "s": round(time.time() - tic, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
