@@ -209,8 +209,10 @@ def test_min_epochs_lengthens_training_on_more_grids(cli, run):
     assert torch.load(run / "stage2" / "checkpoint.pt", weights_only=True)["step"] == 32
     from data.config import Stage2Config
 
-    assert Stage2Config(steps=3000, min_epochs=3, batch_size=32).total_steps(9000) == 3000  # the default data
-    assert Stage2Config(steps=1500, min_epochs=3, batch_size=32).total_steps(54000) == 5063  # a 60,000-image folder
+    defaults = Stage2Config()
+    assert defaults.total_steps(9000) == 3000  # the default data: steps decide
+    assert defaults.total_steps(54000) == 10125  # a 60,000-image folder: 6 passes of 32 grids
+    assert Stage2Config(steps=4000, min_epochs=3, batch_size=32).total_steps(60000) == 5625  # fashion_mnist.yaml
 
 
 def test_context_noise_replaces_that_fraction_with_training_codes_the_same_way_every_time():
