@@ -18,17 +18,14 @@ from data import load_split  # noqa: E402
 from data.config import load_config  # noqa: E402
 from pipeline.pipeline import VQPriorPipeline  # noqa: E402
 from pipeline.quality import accuracy, sample_quality, train_classifier  # noqa: E402
-from pipeline.run import SEED_FD, fd_image_sets  # noqa: E402
+from pipeline.run import fd_image_sets, learned_draws  # noqa: E402
 
 
 def main(run: str, seeds: str = "0,1,2,3", steps: str = "600", task: str = "auto") -> None:
     cfg = load_config(f"{run}/config.yaml", [])
     pipe = VQPriorPipeline.from_run(run, "cpu")
-    s, seed = cfg.sample, cfg.run.seed * 1000 + SEED_FD
-    real, generated = fd_image_sets(pipe, cfg, Path(run), s.fd_samples)
-    generated["learned"] = [generated["learned"]] + [pipe(len(real), "learned", temperature=s.temperature,
-                                                           top_k=s.top_k, top_p=s.top_p, seed=seed + 100 * d).images
-                                                      for d in range(1, s.fd_draws)]
+    real, generated = fd_image_sets(pipe, cfg, Path(run), cfg.sample.fd_samples)
+    generated["learned"] = learned_draws(pipe, cfg, generated["learned"])
     train, val = load_split(cfg.data, "train"), load_split(cfg.data, "val")
     labels = None if task == "rotation" else train.labels
     for classifier_seed in map(int, seeds.split(",")):

@@ -165,15 +165,21 @@ def measure_quality(pipe: VQPriorPipeline, config: Config, run_dir: Path) -> dic
     stamp = sources.quality(run_dir, config)
     real, generated = fd_image_sets(pipe, config, run_dir, s.fd_samples)
     first = generated["learned"]
-    generated["learned"] = [first] + [pipe(len(real), "learned", temperature=s.temperature, top_k=s.top_k,
-                                           top_p=s.top_p, seed=seed + 100 * draw).images
-                                      for draw in range(1, s.fd_draws)]
+    generated["learned"] = learned_draws(pipe, config, first)
     for t in s.temperatures:
         generated[f"learned_T{float(t):g}"] = generated["learned"] if float(t) == s.temperature else \
             pipe(len(real), "learned", temperature=float(t), top_k=s.top_k, top_p=s.top_p, seed=seed).images
     novelty = write_novelty(config, run_dir, real, first, pipe.device)
     return write_quality(run_dir, config, real, generated, device=pipe.device, computed_from=stamp,
                          extra={"novelty": novelty})
+
+
+def learned_draws(pipe: VQPriorPipeline, config: Config, first: torch.Tensor) -> list[torch.Tensor]:
+    """``sample.fd_draws`` sets of the learned prior's images: ``first`` (``fd_image_sets``' set), then
+    independent sets of the same size and sampling settings, each from its own seed."""
+    s, seed = config.sample, config.run.seed * 1000 + SEED_FD
+    return [first] + [pipe(len(first), "learned", temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                           seed=seed + 100 * draw).images for draw in range(1, s.fd_draws)]
 
 
 def write_novelty(config: Config, run_dir: Path, real: torch.Tensor, samples: torch.Tensor, device) -> dict:
