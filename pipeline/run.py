@@ -176,10 +176,13 @@ def measure_quality(pipe: VQPriorPipeline, config: Config, run_dir: Path) -> dic
 
 def learned_draws(pipe: VQPriorPipeline, config: Config, first: torch.Tensor) -> list[torch.Tensor]:
     """``sample.fd_draws`` sets of the learned prior's images: ``first`` (``fd_image_sets``' set), then
-    independent sets of the same size and sampling settings, each from its own seed."""
+    independent sets of the same size and sampling settings, each from its own seed.
+
+    Draw d >= 1 uses seed ``1000 run.seed + SEED_FD + 10 d`` (at most 993 above the block's start for
+    100 draws), so the draws of two run seeds never share random numbers."""
     s, seed = config.sample, config.run.seed * 1000 + SEED_FD
     return [first] + [pipe(len(first), "learned", temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                           seed=seed + 100 * draw).images for draw in range(1, s.fd_draws)]
+                           seed=seed + 10 * draw).images for draw in range(1, s.fd_draws)]
 
 
 def write_novelty(config: Config, run_dir: Path, real: torch.Tensor, samples: torch.Tensor, device) -> dict:

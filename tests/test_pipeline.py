@@ -54,9 +54,26 @@ def test_metrics_json_has_every_spec_key(finished_run):
     values += [metrics["sample_quality"][f"fd_{n}"] for n in ("reconstructions", "learned", "marginal", "uniform")]
     assert all(isinstance(v, float) and v >= 0 for v in values)
     draws = metrics["sample_quality"]["fd_learned_draws"]  # sample.fd_draws sets of the learned prior, averaged
-    assert len(draws) == 5 and len(set(draws)) == 5
+    assert len(draws) == 5 and len(set(draws)) == 5  # tiny.yaml: 5
     assert metrics["sample_quality"]["fd_learned"] == pytest.approx(sum(draws) / 5)
-    assert metrics["sample_quality"]["fd_learned_by_temperature"]["1"] == metrics["sample_quality"]["fd_learned"]
+    temperature = load_config(finished_run / "config.yaml").sample.temperature  # in tiny.yaml's sweep
+    by_temperature = metrics["sample_quality"]["fd_learned_by_temperature"]
+    assert by_temperature[f"{temperature:g}"] == metrics["sample_quality"]["fd_learned"]
+
+
+def test_fd_draws_of_two_run_seeds_never_share_a_sampling_seed():
+    seeds = {}
+
+    def fake_pipe(n, prior, seed, **_):
+        seeds.setdefault(run_seed, []).append(seed)
+        return type("Result", (), {"images": torch.zeros(n)})()
+
+    for run_seed in (0, 1):
+        config = load_config(TINY, [f"run.seed={run_seed}", "sample.fd_draws=100"])
+        draws = run_module.learned_draws(fake_pipe, config, torch.zeros(3))
+        assert len(draws) == 100 and all(len(d) == 3 for d in draws)
+    assert len(set(seeds[0])) == len(set(seeds[1])) == 99  # the first draw is fd_image_sets' own
+    assert not set(seeds[0]) & set(seeds[1])
 
 
 def test_existing_run_directory_is_refused(finished_run, cli):
