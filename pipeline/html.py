@@ -136,10 +136,12 @@ def temperature_fd_table(m: dict, cfg: Config) -> str:
     floor = q.get("fd_reconstructions")
     rows = [[f"{float(t):g}", num(fd, 3), num(ratio(fd, floor), 2) if floor else "–"]
             for t, fd in sorted(by_t.items(), key=lambda item: float(item[0]))]
-    note = (f"<p class='note'>Fréchet distance to real val images of {q.get('fd_samples')} samples at each "
-            f"temperature (top-k {s.top_k or 'off'}, top-p {s.top_p or 'off'}, as the grids above); the "
-            "learned-prior row of the Fréchet table uses "
-            f"{sampling_label(q.get('sampling'))}.</p>")
+    draws = len(q.get("fd_learned_draws") or [])
+    own = f"the mean of the learned-prior row's {draws} sets" if draws > 1 else "the learned-prior row's set"
+    note = (f"<p class='note'>Fréchet distance to real val images of one set of {q.get('fd_samples')} samples at "
+            f"each temperature (top-k {s.top_k or 'off'}, top-p {s.top_p or 'off'}, as the grids above), except "
+            f"at the grids' own temperature ({sampling_label(q.get('sampling'))}), where it is {own}; "
+            "one set moves it by 10-25%.</p>")
     return table(["temperature", "Fréchet distance", "x reconstruction floor"], rows) + "\n" + note
 
 

@@ -217,6 +217,8 @@ def test_each_fd_says_its_sampling_settings_and_the_sweep_has_a_table(tmp_path):
     assert "mean over 3 independent sets (each between 5 and 6.5)" in page
     sweep = page[page.index("Temperature sweep"):]
     assert re.search(r"<td class='num'>0.5</td><td class='num'>9.000</td><td class='num'>6.00</td>", sweep)
+    assert "one set of" in sweep and "(T = 1, top-k off, top-p 0.9), where it is the mean of the learned-prior " \
+        "row's 3 sets" in sweep  # the sweep's other temperatures are single sets, and it says so
 
 
 def test_inception_fid_is_reported_when_current_and_left_out_when_stale(tmp_path):
