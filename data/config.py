@@ -171,7 +171,7 @@ class SampleConfig:
     fd_samples: int = between(1000, 2, 10**7)  # generated images per prior for the Frechet distance
     # Independent sets of fd_samples from the learned prior at `temperature`, whose FDs are averaged:
     # one set of 1,000 moves fd_learned by 10-25%, the mean of 5 still by about 7% (benchmarks/RESULTS.md);
-    # the floor has no such noise. 20 cost the default run about 15 s.
+    # the floor has no such noise. 20 cost the default run about 17 s.
     fd_draws: int = between(20, 1, 100)
     classifier_steps: int = positive(600)  # training steps of the feature classifier
     # Its own seed, not run.seed, so that runs of one dataset with other seeds share one feature space:
