@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 HEADER = ("| tag | dataset | setting | val NMSE | learned bits per code (x uniform) | train bits (gap) "
-          "| fd_learned / floor | FD draws | FD at T 0.7 / 0.85 / 1 / 1.15 | stage-2 s |")
+          "| fd_learned / floor | FD draws | FD across the sweep (T: FD) | stage-2 s |")
 
 
 def row(r: dict) -> str:
@@ -22,7 +22,7 @@ def row(r: dict) -> str:
     gap = f"{train:.3f} ({r['bits_learned'] - train:+.3f})" if train is not None else "–"
     draws = r.get("fd_learned_draws") or []
     spread = f"{len(draws)}: {min(draws):.1f}–{max(draws):.1f}" if draws else "1"
-    sweep = " / ".join(f"{v:.0f}" for _, v in sorted(r["fd_by_temperature"].items(), key=lambda kv: float(kv[0])))
+    sweep = ", ".join(f"{t}: {v:.0f}" for t, v in sorted(r["fd_by_temperature"].items(), key=lambda kv: float(kv[0])))
     return (f"| {r['tag']} | {r['dataset']} | {setting} | {r['val_nmse']:.4f} | {r['bits_learned']:.3f} "
             f"({r['ratio_uniform']:.3f}) | {gap} | {r['fd_learned']:.2f} / {r['fd_recon']:.2f} = "
             f"**{r['fd_ratio']:.2f}x** | {spread} | {sweep} | {r['stage2_s']:.0f} |")
