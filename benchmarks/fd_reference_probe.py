@@ -3,7 +3,8 @@
 A prior that sampled exactly the distribution of the training codes would produce decoded
 training grids. This measures, in the run's own feature space and against the same val images
 as the quality step, the FD of several random sets of decoded training codes (a perfect prior's
-draws) and of the raw training images (a perfect generator's draws), beside the floor.
+draws) and of the raw training images (a perfect generator's draws), beside the floor, with
+``pipeline.quality.sample_quality``: the mean of the sets and every set under ``fd_by_draw``.
 
     python benchmarks/fd_reference_probe.py RUN [SETS]
     python benchmarks/fd_reference_probe.py runs/quiet6 5
@@ -21,26 +22,24 @@ from data.codes import load_codes  # noqa: E402
 from data.config import load_config  # noqa: E402
 from data.rundir import RunPaths  # noqa: E402
 from pipeline.pipeline import VQPriorPipeline  # noqa: E402
-from pipeline.quality import features, frechet_distance, load_or_train_classifier  # noqa: E402
+from pipeline.quality import load_or_train_classifier, sample_quality  # noqa: E402
 
 
 def main(run: str, sets: str = "5") -> None:
     cfg = load_config(f"{run}/config.yaml", [])
     pipe = VQPriorPipeline.from_run(run, "cpu")
     classifier, _ = load_or_train_classifier(run, cfg)
-    n = cfg.sample.fd_samples
-    real = features(classifier, to_model_range(load_split(cfg.data, "val").images[:n]))
+    real = to_model_range(load_split(cfg.data, "val").images[:cfg.sample.fd_samples])
     train_images = load_split(cfg.data, "train").images
     train_codes, _, _ = load_codes(RunPaths(run).codes("train"), split="train")
     val_codes, _, _ = load_codes(RunPaths(run).codes("val"), split="val")
-    distance = lambda images: round(frechet_distance(real, features(classifier, images)), 3)  # noqa: E731
-    print(json.dumps({"run": run, "floor": distance(pipe.decode(val_codes[:len(real)]))}))
     generator = torch.Generator().manual_seed(0)
-    for s in range(int(sets)):
-        index = torch.randperm(len(train_codes), generator=generator)[:len(real)]
-        print(json.dumps({"set": s, "decoded_train_codes": distance(pipe.decode(train_codes[index])),
-                          "train_images": distance(to_model_range(train_images[index]))}), flush=True)
-
+    subsets = [torch.randperm(len(train_codes), generator=generator)[:len(real)] for _ in range(int(sets))]
+    quality = sample_quality(classifier, real, {
+        "floor": pipe.decode(val_codes[:len(real)]),
+        "decoded_train_codes": [pipe.decode(train_codes[index]) for index in subsets],
+        "train_images": [to_model_range(train_images[index]) for index in subsets]})
+    print(json.dumps({"run": run, **quality}, indent=1))
 
 if __name__ == "__main__":
     main(*sys.argv[1:])
