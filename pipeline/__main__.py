@@ -18,8 +18,8 @@ from stage2_prior import PRIORS
 MAX_GRID = 1024  # images in one grid picture: more are written one per file (--images-dir)
 
 
-def parse(argv):
-    parser = ArgumentParser(prog="python -m pipeline", description=__doc__)
+def parse(argv, prog: str = "python -m pipeline"):
+    parser = ArgumentParser(prog=prog, description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser, metavar="COMMAND")
 
     r = sub.add_parser("run", help="train both stages, sample, and write the prior study report",
@@ -261,8 +261,8 @@ def command_fid(args) -> None:
         print(f"report updated: {run_dir / 'report' / 'index.html'}")
 
 
-def main(argv=None) -> int:
-    args = parse(argv)
+def main(argv=None, prog: str = "python -m pipeline") -> int:
+    args = parse(argv, prog)
     if args.command == "run":
         command_run(args)
     elif args.command == "sample":

@@ -10,8 +10,8 @@ from data.rundir import resolve_config, run_lock
 from data.training import is_main_process
 
 
-def parse(argv):
-    parser = ArgumentParser(prog="python -m stage1_vqvae", description=__doc__)
+def parse(argv, prog: str = "python -m stage1_vqvae"):
+    parser = ArgumentParser(prog=prog, description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     t = sub.add_parser("train", help="train the VQ-VAE into RUN/stage1")
     add_config_arguments(t)
@@ -25,8 +25,8 @@ def parse(argv):
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse(argv)
+def main(argv=None, prog: str = "python -m stage1_vqvae") -> int:
+    args = parse(argv, prog)
     run_dir = Path(args.run)
     if args.command == "train":
         from .train import train

@@ -10,6 +10,12 @@
 Never imports stage 1: the stages meet through the HDF5 code files and checkpoints.
 """
 
+import importlib.util as _util  # before any import of ours: refuse a working-folder stand-in (data/shadow.py)
+_spec = _util.spec_from_file_location("_vqprior_shadow", __path__[0] + "/../data/shadow.py")
+_spec.loader.exec_module(_shadow := _util.module_from_spec(_spec))
+_shadow.refuse("stage2_prior", ("configs", "data"))
+del _util, _spec, _shadow
+
 from data.config import PixelCNNConfig
 
 from .baselines import PRIORS, MarginalPrior, UniformPrior

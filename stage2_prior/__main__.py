@@ -10,8 +10,8 @@ from .evaluate import evaluate
 from .train import train
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m stage2_prior",
+def main(argv: list[str] | None = None, prog: str = "python -m stage2_prior") -> int:
+    parser = ArgumentParser(prog=prog,
                             description="Stage 2: a gated PixelCNN prior over the VQ-VAE code grids of a run.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train_parser = commands.add_parser(
