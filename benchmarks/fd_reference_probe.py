@@ -28,7 +28,7 @@ from pipeline.quality import load_or_train_classifier, sample_quality  # noqa: E
 def main(run: str, sets: str = "5") -> None:
     cfg = load_config(f"{run}/config.yaml", [])
     pipe = VQPriorPipeline.from_run(run, "cpu")
-    classifier, _ = load_or_train_classifier(run, cfg)
+    classifier, _ = load_or_train_classifier(RunPaths(run), cfg)
     real = to_model_range(load_split(cfg.data, "val").images[:cfg.sample.fd_samples])
     train_images = load_split(cfg.data, "train").images
     train_codes, _, _ = load_codes(RunPaths(run).codes("train"), split="train")

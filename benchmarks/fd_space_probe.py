@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from data import load_split  # noqa: E402
 from data.config import load_config  # noqa: E402
+from data.rundir import RunPaths  # noqa: E402
 from pipeline.pipeline import VQPriorPipeline  # noqa: E402
 from pipeline.quality import accuracy, sample_quality, train_classifier  # noqa: E402
 from pipeline.run import fd_image_sets, learned_draws  # noqa: E402
@@ -24,7 +25,7 @@ from pipeline.run import fd_image_sets, learned_draws  # noqa: E402
 def main(run: str, seeds: str = "0,1,2,3", steps: str = "600", task: str = "auto") -> None:
     cfg = load_config(f"{run}/config.yaml", [])
     pipe = VQPriorPipeline.from_run(run, "cpu")
-    real, generated = fd_image_sets(pipe, cfg, Path(run), cfg.sample.fd_samples)
+    real, generated = fd_image_sets(pipe, cfg, RunPaths(run), cfg.sample.fd_samples)
     generated["learned"] = learned_draws(pipe, cfg, generated["learned"])
     train, val = load_split(cfg.data, "train"), load_split(cfg.data, "val")
     labels = None if task == "rotation" else train.labels

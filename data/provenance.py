@@ -5,7 +5,7 @@ Every file a run derives from its models (``stage2/bits_per_code.json``, the sam
 
     {"inputs": {"stage2/checkpoint.pt": "<sha256>", ...}, "settings": {...}}
 
-the SHA-256 of every run file it used (paths relative to the run directory) and the settings
+the SHA-256 of every run file it used (named relative to the run directory, ``RunPaths.name``) and the settings
 it was made with. JSON files hold it under the key ``computed_from``; PNG files in a text
 chunk of the same name. A derived file is *current* when its recorded fingerprint equals the
 one its sources give now; ``stale_reason`` says why not, in words a log can print
@@ -20,16 +20,9 @@ from pathlib import Path
 from typing import Optional
 
 from .io import sha256_file
+from .rundir import RunPaths
 
 KEY = "computed_from"
-NAMES = {  # how a source is called in messages
-    "config.yaml": "config",
-    "stage1/checkpoint.pt": "stage-1 checkpoint",
-    "stage2/checkpoint.pt": "stage-2 checkpoint",
-    "classifier/checkpoint.pt": "feature classifier",
-    "codes/train.h5": "train codes",
-    "codes/val.h5": "val codes",
-}
 _hashes: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256: each file is hashed once per process
 
 
@@ -41,10 +34,9 @@ def file_hash(path: Path) -> str:
     return _hashes[key]
 
 
-def fingerprint(run_dir: str | os.PathLike, inputs: list[str], settings: Optional[dict] = None) -> dict:
-    """The fingerprint of ``inputs`` (paths relative to the run; a missing one hashes as None) and ``settings``."""
-    root = Path(run_dir)
-    hashes = {name: file_hash(root / name) if (root / name).is_file() else None for name in inputs}
+def fingerprint(paths: RunPaths, inputs: list[Path], settings: Optional[dict] = None) -> dict:
+    """The fingerprint of the run files ``inputs`` (a missing one hashes as None) and ``settings``."""
+    hashes = {paths.name(path): file_hash(path) if path.is_file() else None for path in inputs}
     return {"inputs": hashes, "settings": settings or {}}
 
 
@@ -74,7 +66,7 @@ def stale_reason(path: str | os.PathLike, expected: dict) -> Optional[str]:
         return f"{path.name} does not record what it was computed from"
     for name, digest in expected["inputs"].items():
         if found.get("inputs", {}).get(name) != digest:
-            return f"{NAMES.get(name, name)} changed since {path.name}"
+            return f"{RunPaths('.').describe(name)} changed since {path.name}"
     if found.get("settings") != expected["settings"]:
         changed = sorted(k for k in {*expected["settings"], *found.get("settings", {})}
                          if expected["settings"].get(k) != found.get("settings", {}).get(k))

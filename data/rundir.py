@@ -32,29 +32,85 @@ from .errors import UserError
 
 @dataclass(frozen=True)
 class RunPaths:
-    """Every file of a run directory, by what it holds."""
+    """Every file of a run directory, by what it holds: the one place that names them."""
     root: Path
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
 
     config = property(lambda self: self.root / "config.yaml")
+    lock = property(lambda self: self.root / ".lock")
     stage1 = property(lambda self: self.root / "stage1")
     stage1_checkpoint = property(lambda self: self.stage1 / "checkpoint.pt")
     stage1_summary = property(lambda self: self.stage1 / "summary.json")
+    stage1_metrics = property(lambda self: self.stage1 / "metrics.jsonl")
+    reconstructions = property(lambda self: self.stage1 / "reconstructions.png")
+    codes_dir = property(lambda self: self.root / "codes")
     stage2 = property(lambda self: self.root / "stage2")
     stage2_checkpoint = property(lambda self: self.stage2 / "checkpoint.pt")
     stage2_summary = property(lambda self: self.stage2 / "summary.json")
+    stage2_metrics = property(lambda self: self.stage2 / "metrics.jsonl")
     bits = property(lambda self: self.stage2 / "bits_per_code.json")
     classifier_checkpoint = property(lambda self: self.root / "classifier" / "checkpoint.pt")
     samples = property(lambda self: self.root / "samples")
     report = property(lambda self: self.root / "report")
     quality = property(lambda self: self.report / "quality.json")
     inception_fid = property(lambda self: self.report / "inception_fid.json")
+    metrics = property(lambda self: self.report / "metrics.json")
+    index = property(lambda self: self.report / "index.html")
     neighbours = property(lambda self: {k: self.report / f"nearest_{k}.png" for k in ("typical", "closest")})
 
     def codes(self, split: str) -> Path:
-        return self.root / "codes" / f"{split}.h5"
+        return self.codes_dir / f"{split}.h5"
+
+    def sample_grid(self, prior: str) -> Path:
+        """``samples/<prior>.png``: the grid of one prior (learned, marginal, uniform)."""
+        return self.samples / f"{prior}.png"
+
+    def temperature_grid(self, temperature: float) -> Path:
+        """``samples/temperature_<T>.png``: the learned prior's grid of the temperature sweep."""
+        return self.samples / f"temperature_{float(temperature):g}.png"
+
+    def temperature_grids(self, temperatures: list) -> list[tuple[float, Path]]:
+        """(T, grid) for each T of the sweep whose grid exists (also under the ``str(float(T))`` name)."""
+        found = []
+        for t in map(float, temperatures):
+            names = dict.fromkeys([self.temperature_grid(t), self.samples / f"temperature_{t}.png"])
+            found += [(t, path) for path in names if path.is_file()][:1]
+        return found
+
+    def class_grid(self, label: int) -> Path:
+        """``samples/class_<c>.png``: samples of one class from a class-conditional prior."""
+        return self.samples / f"class_{label}.png"
+
+    def class_grids(self) -> list[tuple[int, Path]]:
+        """The existing per-class grids, by class index."""
+        grids = [(p.stem.removeprefix("class_"), p) for p in self.samples.glob("class_*.png")]
+        return sorted((int(c), p) for c, p in grids if c.isdigit())
+
+    def is_own_sample_grid(self, path: Path, priors: tuple[str, ...]) -> bool:
+        """Whether ``path`` (relative to the run) is a grid the run itself writes into ``samples/``."""
+        return (len(path.parts) == 2 and path.parts[0] == self.samples.name
+                and (path.stem in priors or path.name.startswith(("temperature_", "class_"))))
+
+    def user_sample(self, prior: str, seed: int) -> Path:
+        """Where a sampling command puts its grid when not told: ``samples/sample_<prior>_seed<S>.png``."""
+        return self.samples / f"sample_{prior}_seed{seed}.png"
+
+    def plot(self, name: str) -> Path:
+        """A picture of the report: ``report/<name>.png``."""
+        return self.report / f"{name}.png"
+
+    def name(self, path: Path) -> str:
+        """``path`` relative to the run directory, as provenance records it (``stage1/checkpoint.pt``)."""
+        return Path(path).relative_to(self.root).as_posix()
+
+    def describe(self, name: str) -> str:
+        """What the run file ``name`` (as ``name()`` gives it) is called in messages."""
+        words = {self.config: "config", self.stage1_checkpoint: "stage-1 checkpoint",
+                 self.stage2_checkpoint: "stage-2 checkpoint", self.classifier_checkpoint: "feature classifier",
+                 self.codes("train"): "train codes", self.codes("val"): "val codes"}
+        return next((what for path, what in words.items() if self.name(path) == name), name)
 
 
 # ---------------------------------------------------------------- resolving a run's config
@@ -73,16 +129,23 @@ def resolve_config(run_dir: str | os.PathLike, config_file: Optional[str], overr
     """
     paths = RunPaths(run_dir)
     continues = paths.config.is_file() and (resume or first_stage == "stage2")
-    if first_stage == "stage2" and not paths.config.is_file():
-        raise UserError(f"{paths.root} is not a run directory (no config.yaml); train stage 1 first")
+    if first_stage == "stage2":
+        run_config(paths)  # the error for a folder that is not a run
     if not resume:
         refuse_existing_output(paths, first_stage)
     if not continues:
         return load_config(config_file or "default", overrides)
-    saved = load_config(paths.config)
+    saved = run_config(paths)
     config = load_config(config_file, overrides, base=saved.to_dict())
     check_changes(paths, saved, config)
     return config
+
+
+def run_config(paths: RunPaths) -> Config:
+    """The config a begun run saved: what commands that only read a run use."""
+    if not paths.config.is_file():
+        raise UserError(f"{paths.root} is not a run directory (no {paths.config.name}); train stage 1 first")
+    return load_config(paths.config)
 
 
 def refuse_existing_output(paths: RunPaths, first_stage: str) -> None:
@@ -193,7 +256,7 @@ def run_lock(run_dir: str | os.PathLike, main_process: bool = True) -> Iterator[
     if not root.is_dir():
         raise UserError(f"{root} is not a directory; choose another --run")
     try:
-        fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(RunPaths(root).lock, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise UserError(f"cannot write into the run directory {root}: {exc.strerror}") from None
     try:
@@ -209,8 +272,8 @@ def run_lock(run_dir: str | os.PathLike, main_process: bool = True) -> Iterator[
         yield
     finally:
         del _held[root]
-        if created and [p.name for p in root.iterdir()] == [".lock"]:
-            (root / ".lock").unlink()
+        if created and list(root.iterdir()) == [RunPaths(root).lock]:
+            RunPaths(root).lock.unlink()
             for folder in created:  # nothing was written: remove the folders this call made
                 with contextlib.suppress(OSError):
                     folder.rmdir()

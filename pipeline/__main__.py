@@ -12,7 +12,7 @@ import torch
 from data.cli import ArgumentParser, add_config_arguments, run_main
 from data.config import MAX_SEED, load_config
 from data.errors import UserError
-from data.rundir import resolve_config, run_lock
+from data.rundir import RunPaths, resolve_config, run_config, run_lock
 from stage2_prior import PRIORS
 
 MAX_GRID = 1024  # images in one grid picture: more are written one per file (--images-dir)
@@ -39,13 +39,13 @@ def parse(argv, prog: str = "python -m pipeline"):
     s.add_argument("--top-p", type=float, help="nucleus sampling: the most likely codes up to mass P, in (0, 1]")
     s.add_argument("--seed", type=int, help="random seed (default: the run's run.seed)")
     s.add_argument("--label", type=int, help="class to sample (class-conditional learned prior only)")
-    s.add_argument("--out", metavar="FILE.png", help="the grid (default: DIR/samples/sample_<prior>_seed<S>.png)")
+    s.add_argument("--out", metavar="FILE.png", help=f"the grid (default: {RunPaths('DIR').user_sample('<prior>', '<S>')})")
     s.add_argument("--images-dir", metavar="FOLDER", help="also write one PNG per image into FOLDER")
     s.add_argument("--codes", metavar="FILE.h5", help="also write the sampled codes as an HDF5 code file")
     s.add_argument("--method", default="cached", choices=("cached", "naive"), help="sampling algorithm")
     s.add_argument("--force", action="store_true", help="replace existing output files (never the run's own files)")
 
-    p = sub.add_parser("report", help="(re)write DIR/report/metrics.json and index.html")
+    p = sub.add_parser("report", help="(re)write the run's report: metrics.json, the plots and index.html")
     p.add_argument("--run", required=True, metavar="DIR")
 
     x = sub.add_parser("export", help="save a trained run's pipeline for sharing (safetensors + JSON)",
@@ -58,7 +58,7 @@ def parse(argv, prog: str = "python -m pipeline"):
     f = sub.add_parser("fid", help="Inception FID of a trained run's samples (needs the fid extra)",
                        description="Fréchet distance in the standard FID InceptionV3's features between the val "
                                    "images and each prior's samples (and the reconstructions), at the run's sample "
-                                   "settings; writes DIR/report/inception_fid.json and refreshes the report. "
+                                   "settings; writes inception_fid.json beside the report and refreshes it. "
                                    "Needs `pip install -e '.[fid]'`; about 0.14 s per image on 2 CPU cores.")
     f.add_argument("--run", required=True, metavar="DIR", help="a run with both stages trained")
     f.add_argument("--n", type=int, help="images per set (default: the run's sample.fd_samples; at most the val split)")
@@ -96,9 +96,7 @@ def command_sample(args) -> None:
     from .pipeline import VQPriorPipeline
 
     run_dir = Path(args.run)
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"{run_dir} is not a run directory (no config.yaml); run `python -m pipeline run` first")
-    config = load_config(run_dir / "config.yaml")
+    config = run_config(RunPaths(run_dir))
     s = config.sample
     n = s.n if args.n is None else args.n
     temperature = s.temperature if args.temperature is None else args.temperature
@@ -106,7 +104,7 @@ def command_sample(args) -> None:
     top_p = s.top_p if args.top_p is None else args.top_p
     seed = config.run.seed if args.seed is None else args.seed
     check_sample_arguments(n, temperature, top_p, seed)
-    grid_path = Path(args.out) if args.out else run_dir / "samples" / f"sample_{args.prior}_seed{seed}.png"
+    grid_path = Path(args.out) if args.out else RunPaths(run_dir).user_sample(args.prior, seed)
     outputs = check_outputs(run_dir, n, grid_path, args)
 
     pipe = VQPriorPipeline.from_run(run_dir, config.run.device)
@@ -187,14 +185,14 @@ def check_outputs(run_dir: Path, n: int, grid_path: Path, args) -> SampleOutputs
 
 
 def refuse_run_file(run_dir: Path, path: Path) -> None:
-    """The run's own files are never an output of ``sample``: only new names under DIR/samples/ are."""
-    root, target = run_dir.resolve(), path.resolve()
-    if target == root or root not in target.parents:
+    """The run's own files are never an output of ``sample``: only new names in its samples folder are."""
+    paths = RunPaths(run_dir.resolve())
+    target = path.resolve()
+    if target == paths.root or paths.root not in target.parents:
         return
-    inside = target.relative_to(root)
-    own_grid = inside.parts[0] == "samples" and (inside.stem in PRIORS or inside.name.startswith(("temperature_",
-                                                                                                 "class_")))
-    if inside.parts[0] != "samples" or own_grid or len(inside.parts) < 2:
+    inside = target.relative_to(paths.root)
+    in_samples = paths.samples in target.parents
+    if not in_samples or paths.is_own_sample_grid(inside, PRIORS):
         raise UserError(f"{path} is part of the run in {run_dir} and is never overwritten by `sample`; "
                         "choose a name outside the run, or a new one under its samples/ folder")
 
@@ -231,7 +229,7 @@ def command_export(args) -> None:
         raise UserError(f"--out {out} is a file; give a folder for the saved pipeline")
     if out.is_dir() and any(out.iterdir()) and not args.force:
         raise UserError(f"{out} is not empty; choose a new folder or pass --force to replace a saved pipeline there")
-    if (out / "config.yaml").is_file():
+    if RunPaths(out).config.is_file():
         raise UserError(f"{out} is a run directory; export into a new folder")
     pipe = VQPriorPipeline.from_run(args.run, device="cpu")
     pipe.save_pretrained(out)
@@ -244,21 +242,19 @@ def command_fid(args) -> None:
     from .report import write_report
     from .run import write_inception_fid
 
-    run_dir = Path(args.run)
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"{run_dir} is not a run directory (no config.yaml); run `python -m pipeline run` first")
-    config = load_config(run_dir / "config.yaml")
+    paths = RunPaths(args.run)
+    config = run_config(paths)
     n = config.sample.fd_samples if args.n is None else args.n
     if n < 2:
         raise UserError(f"--n must be at least 2 (a Fréchet distance needs a covariance), got {n}")
     weights_file()  # the one-line error for a missing extra, before any work
-    pipe = VQPriorPipeline.from_run(run_dir, config.run.device)
-    result = write_inception_fid(pipe, config, run_dir, n)
+    pipe = VQPriorPipeline.from_run(paths.root, config.run.device)
+    result = write_inception_fid(pipe, config, paths, n)
     print(f"Inception FID ({result['images']} images per set, {result['seconds']:.0f} s): " + ", ".join(
         f"{k.removeprefix('fid_inception_')} {v:.2f}" for k, v in result.items() if k.startswith("fid_inception_")))
-    if (run_dir / "report" / "metrics.json").is_file():
-        write_report(run_dir)
-        print(f"report updated: {run_dir / 'report' / 'index.html'}")
+    if paths.metrics.is_file():
+        write_report(paths.root)
+        print(f"report updated: {paths.index}")
 
 
 def main(argv=None, prog: str = "python -m pipeline") -> int:
@@ -278,7 +274,7 @@ def main(argv=None, prog: str = "python -m pipeline") -> int:
 
         with run_lock(args.run):
             metrics = write_report(Path(args.run))
-        print(f"wrote {Path(args.run) / 'report' / 'index.html'} (learned prior: "
+        print(f"wrote {RunPaths(args.run).index} (learned prior: "
               f"{metrics['bits_per_code']['learned']:.3f} bits per code)")
     return 0
 

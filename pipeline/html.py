@@ -1,4 +1,4 @@
-"""The report page, ``DIR/report/index.html``: ``templates/report.html`` filled with the sections built here.
+"""The report page, ``index.html`` (``RunPaths.index``): ``templates/report.html`` filled with the sections built here.
 
 The page is one self-contained file: the CSS is in the template and every image is inlined as
 a base64 ``data:`` URI, so it renders offline and survives being copied away from the run.
@@ -25,21 +25,21 @@ def render_html(f: RunFiles, m: dict, plots: dict[str, Path]) -> str:
     return template.substitute(
         dataset=esc(f.config.data.dataset),
         num_embeddings=m["num_embeddings"],
-        run_dir=esc(f.run.resolve()),
+        run_dir=esc(f.paths.root.resolve()),
         findings=findings(m),
         config_tables=config_tables(f.config),
         stage1_table=stage1_table(m),
-        stage1_curves=img(plots["stage1_curves.png"], "stage-1 training curves", "plot"),
-        codebook_usage=img(plots["codebook_usage.png"], "codebook usage", "plot"),
-        reconstructions=img(f.run / "stage1/reconstructions.png", "originals above reconstructions", "wide"),
+        stage1_curves=img(plots["stage1_curves"], "stage-1 training curves", "plot"),
+        codebook_usage=img(plots["codebook_usage"], "codebook usage", "plot"),
+        reconstructions=img(f.paths.reconstructions, "originals above reconstructions", "wide"),
         bits_table=bits_table(m),
-        stage2_curves=img(plots["stage2_curves.png"], "stage-2 training curve", "plot"),
+        stage2_curves=img(plots["stage2_curves"], "stage-2 training curve", "plot"),
         stage2_table=stage2_table(m),
-        bpd_section=prefixed(bpd_section(m, plots.get("bits_per_dim.png"))),
+        bpd_section=prefixed(bpd_section(m, plots.get("bits_per_dim"))),
         fd_table=fd_table(m),
         fd_note=fd_note(m, f.inception_stale),
         samples_note=samples_note(f.config),
-        prior_samples=figures([(f"{p} prior", f.run / f"samples/{p}.png") for p in PRIORS], cell=300),
+        prior_samples=figures([(f"{p} prior", f.paths.sample_grid(p)) for p in PRIORS], cell=300),
         # Each optional section starts on a new line; none at all leaves no empty line.
         optional_sections="".join(f"\n{s}" for s in (novelty_section(m, f.neighbours), temperature_section(f, m),
                                                      class_section(f)) if s),

@@ -39,6 +39,7 @@ from data.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from data.errors import UserError
 from data.io import write_json
 from data.provenance import KEY
+from data.rundir import RunPaths
 from data.training import StepBatches, cosine_lr, seed_everything
 
 ROTATIONS = 4  # the proxy task's classes: 0, 90, 180, 270 degrees
@@ -184,13 +185,13 @@ def classifier_settings(cfg: Config) -> dict:
     return {"data": data, "steps": cfg.sample.classifier_steps, "seed": cfg.sample.classifier_seed}
 
 
-def load_or_train_classifier(run_dir: str | Path, cfg: Config, device: str | torch.device = "cpu",
+def load_or_train_classifier(paths: RunPaths, cfg: Config, device: str | torch.device = "cpu",
                              log: Callable[[str], None] = print) -> tuple[FeatureClassifier, float]:
-    """(classifier, val accuracy): reuse ``DIR/classifier/checkpoint.pt``, or train on the train split and save it.
+    """(classifier, val accuracy): reuse the run's classifier, or train one on the train split and save it.
 
     A checkpoint trained with other data settings, steps or seed is replaced, not reused.
     """
-    path = Path(run_dir) / "classifier" / "checkpoint.pt"
+    path = paths.classifier_checkpoint
     settings = classifier_settings(cfg)
     if path.is_file():
         classifier, info = load_classifier(path)
@@ -284,18 +285,18 @@ def sample_quality(classifier: FeatureClassifier, real: torch.Tensor,
     return {**out, "fd_by_draw": by_draw} if by_draw else out
 
 
-def write_quality(run_dir: str | Path, cfg: Config, real: torch.Tensor,
+def write_quality(paths: RunPaths, cfg: Config, real: torch.Tensor,
                   generated: Mapping[str, torch.Tensor | list[torch.Tensor]],
                   device: str | torch.device = "cpu", log: Callable[[str], None] = print,
                   computed_from: dict | None = None, extra: dict | None = None) -> dict:
-    """Compute FDs against ``real`` val images and write ``DIR/report/quality.json``; returns its content.
+    """Compute FDs against ``real`` val images and write the run's ``quality.json``; returns its content.
 
     ``generated`` maps a name to model-range images; the report expects the names
     ``reconstructions`` (decoded val codes, the floor), ``learned``, ``marginal`` and ``uniform``.
     ``computed_from`` is the file's provenance fingerprint (``pipeline.sources.quality``); ``extra``
     entries (the novelty statistics) are stored beside the distances.
     """
-    classifier, val_accuracy = load_or_train_classifier(run_dir, cfg, device, log)
+    classifier, val_accuracy = load_or_train_classifier(paths, cfg, device, log)
     quality = {
         **sample_quality(classifier, real, generated),
         "classifier_val_accuracy": val_accuracy,
@@ -306,5 +307,5 @@ def write_quality(run_dir: str | Path, cfg: Config, real: torch.Tensor,
         "sampling": {"temperature": cfg.sample.temperature, "top_k": cfg.sample.top_k, "top_p": cfg.sample.top_p},
         **(extra or {}),
     }
-    write_json(Path(run_dir) / "report" / "quality.json", {**quality, KEY: computed_from} if computed_from else quality)
+    write_json(paths.quality, {**quality, KEY: computed_from} if computed_from else quality)
     return quality

@@ -90,19 +90,19 @@ def _run(config: Config, paths: RunPaths, resume: bool, main: bool) -> dict:
     if not main:
         return {}
     commit_config(run_dir, config)  # sample settings may have changed on resume
-    step("evaluate priors", stale_reason(paths.bits, sources.bits(run_dir)), lambda: evaluate_prior(run_dir))
+    step("evaluate priors", stale_reason(paths.bits, sources.bits(paths)), lambda: evaluate_prior(run_dir))
     pipe = VQPriorPipeline.from_run(run_dir, config.run.device)
-    samples_stale = next((why for grid in sources.sample_grids(run_dir, config)
-                          if (why := stale_reason(grid, sources.samples(run_dir, config)))), None)
-    step("samples", samples_stale, lambda: write_samples(pipe, config, run_dir))
-    step("sample quality", stale_reason(paths.quality, sources.quality(run_dir, config)),
-         lambda: measure_quality(pipe, config, run_dir))
+    samples_stale = next((why for grid in sources.sample_grids(paths, config)
+                          if (why := stale_reason(grid, sources.samples(paths, config)))), None)
+    step("samples", samples_stale, lambda: write_samples(pipe, config, paths))
+    step("sample quality", stale_reason(paths.quality, sources.quality(paths, config)),
+         lambda: measure_quality(pipe, config, paths))
     if inception_enabled(config.sample.inception_fid, pipe.device):
         n = config.sample.fd_samples
-        step("inception FID", stale_reason(paths.inception_fid, sources.inception(run_dir, config, n)),
-             lambda: write_inception_fid(pipe, config, run_dir, n))
+        step("inception FID", stale_reason(paths.inception_fid, sources.inception(paths, config, n)),
+             lambda: write_inception_fid(pipe, config, paths, n))
     metrics = write_report(run_dir)
-    say(f"[report] {paths.report / 'index.html'}  ({', '.join(f'{k} {v}s' for k, v in timings.items())})")
+    say(f"[report] {paths.index}  ({', '.join(f'{k} {v}s' for k, v in timings.items())})")
     return metrics
 
 
@@ -122,21 +122,21 @@ def grid_columns(n: int) -> int:
     return max(1, min(16, round(n ** 0.5)))
 
 
-def write_samples(pipe: VQPriorPipeline, config: Config, run_dir: Path) -> None:
-    """samples/{learned,marginal,uniform}.png, the temperature sweep, and per-class grids when conditional."""
-    out, n, seed = RunPaths(run_dir).samples, config.sample.n, config.run.seed * 1000
-    stamp = sources.samples(run_dir, config)
+def write_samples(pipe: VQPriorPipeline, config: Config, paths: RunPaths) -> None:
+    """The grid of each prior, the temperature sweep, and per-class grids when conditional."""
+    n, seed = config.sample.n, config.run.seed * 1000
+    stamp = sources.samples(paths, config)
     for prior in PRIORS:
-        _save_samples(pipe, out / f"{prior}.png", n, prior, config, seed + SEED_GRIDS, stamp)
+        _save_samples(pipe, paths.sample_grid(prior), n, prior, config, seed + SEED_GRIDS, stamp)
     for t in config.sample.temperatures:
-        _save_samples(pipe, out / f"temperature_{float(t):g}.png", n, "learned", config, seed + SEED_SWEEP, stamp,
+        _save_samples(pipe, paths.temperature_grid(t), n, "learned", config, seed + SEED_SWEEP, stamp,
                       temperature=float(t))
     for c in range(pipe.num_classes):
-        _save_samples(pipe, out / f"class_{c}.png", min(n, 16), "learned", config, seed + SEED_CLASSES, stamp,
+        _save_samples(pipe, paths.class_grid(c), min(n, 16), "learned", config, seed + SEED_CLASSES, stamp,
                       labels=c)
 
 
-def fd_image_sets(pipe: VQPriorPipeline, config: Config, run_dir: Path,
+def fd_image_sets(pipe: VQPriorPipeline, config: Config, paths: RunPaths,
                   n: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(real val images, {"reconstructions", "learned", "marginal", "uniform"}), n images each (at most the val split).
 
@@ -147,14 +147,14 @@ def fd_image_sets(pipe: VQPriorPipeline, config: Config, run_dir: Path,
     s, seed = config.sample, config.run.seed * 1000 + SEED_FD
     real = to_model_range(load_split(config.data, "val").images[:n])
     n = len(real)
-    val_codes, _, _ = load_codes(RunPaths(run_dir).codes("val"), split="val")
+    val_codes, _, _ = load_codes(paths.codes("val"), split="val")
     generated = {"reconstructions": pipe.decode(val_codes[:n])}
     for prior in PRIORS:
         generated[prior] = pipe(n, prior, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=seed).images
     return real, generated
 
 
-def measure_quality(pipe: VQPriorPipeline, config: Config, run_dir: Path) -> dict:
+def measure_quality(pipe: VQPriorPipeline, config: Config, paths: RunPaths) -> dict:
     """Fréchet distances to the real val images, and the novelty of the learned prior's samples.
 
     The sets of ``fd_image_sets``, with ``sample.fd_draws`` independent sets of the learned prior
@@ -162,15 +162,15 @@ def measure_quality(pipe: VQPriorPipeline, config: Config, run_dir: Path) -> dic
     (``fd_learned_T<t>``, one set each, at the grids' top-k and top-p).
     """
     s, seed = config.sample, config.run.seed * 1000 + SEED_FD
-    stamp = sources.quality(run_dir, config)
-    real, generated = fd_image_sets(pipe, config, run_dir, s.fd_samples)
+    stamp = sources.quality(paths, config)
+    real, generated = fd_image_sets(pipe, config, paths, s.fd_samples)
     first = generated["learned"]
     generated["learned"] = learned_draws(pipe, config, first)
     for t in s.temperatures:
         generated[f"learned_T{float(t):g}"] = generated["learned"] if float(t) == s.temperature else \
             pipe(len(real), "learned", temperature=float(t), top_k=s.top_k, top_p=s.top_p, seed=seed).images
-    novelty = write_novelty(config, run_dir, real, first, pipe.device)
-    return write_quality(run_dir, config, real, generated, device=pipe.device, computed_from=stamp,
+    novelty = write_novelty(config, paths, real, first, pipe.device)
+    return write_quality(paths, config, real, generated, device=pipe.device, computed_from=stamp,
                          extra={"novelty": novelty})
 
 
@@ -185,32 +185,32 @@ def learned_draws(pipe: VQPriorPipeline, config: Config, first: torch.Tensor) ->
                            seed=seed + 10 * draw).images for draw in range(1, s.fd_draws)]
 
 
-def write_novelty(config: Config, run_dir: Path, real: torch.Tensor, samples: torch.Tensor, device) -> dict:
+def write_novelty(config: Config, paths: RunPaths, real: torch.Tensor, samples: torch.Tensor, device) -> dict:
     """Nearest training images of the learned prior's samples (``pipeline.novelty``), and two pictures of them.
 
     ``report/nearest_typical.png`` shows the first samples, ``nearest_closest.png`` the samples
     closest to a training image in pixel space (the likeliest copies); each above its nearest
     training image in pixel space, then in feature space.
     """
-    classifier, _ = load_or_train_classifier(run_dir, config, device)
+    classifier, _ = load_or_train_classifier(paths, config, device)
     train = load_split(config.data, "train").images
     stats, neighbours = measure_novelty(samples, real, train, lambda x: features(classifier, x).float())
     distances = neighbours["pixel"][0]
     chosen = {"typical": torch.arange(min(NEIGHBOUR_COLUMNS, len(samples))),
               "closest": distances.argsort()[:NEIGHBOUR_COLUMNS]}
-    for name, path in RunPaths(run_dir).neighbours.items():
+    for name, path in paths.neighbours.items():
         save_image_grid(neighbour_rows(samples, train, neighbours, chosen[name]), path, nrow=len(chosen[name]))
     return {**stats, "closest_pixel_distances": distances[chosen["closest"]].tolist()}
 
 
-def write_inception_fid(pipe: VQPriorPipeline, config: Config, run_dir: Path, n: int) -> dict:
+def write_inception_fid(pipe: VQPriorPipeline, config: Config, paths: RunPaths, n: int) -> dict:
     """Inception FID of the ``fd_image_sets`` against the real val images -> ``report/inception_fid.json``."""
-    real, generated = fd_image_sets(pipe, config, run_dir, n)
+    real, generated = fd_image_sets(pipe, config, paths, n)
     tic = time.perf_counter()
     result = inception_fid(real, generated, pipe.device)
     s = config.sample
     result.update(images=len(real), seconds=round(time.perf_counter() - tic, 1), device=str(pipe.device),
                   weights=f"{PACKAGE}/{WEIGHTS}",
                   sampling={"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p})
-    write_json(RunPaths(run_dir).inception_fid, sources.stamp(result, sources.inception(run_dir, config, n)))
+    write_json(paths.inception_fid, sources.stamp(result, sources.inception(paths, config, n)))
     return result

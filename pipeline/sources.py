@@ -20,11 +20,11 @@ from data.config import Config
 from data.provenance import KEY, fingerprint, stale_reason
 from data.rundir import RunPaths
 from stage2_prior import PRIORS
-from stage2_prior.evaluate import BITS_INPUTS
+from stage2_prior.evaluate import bits_inputs
 
 
-def bits(run: Path) -> dict:
-    return fingerprint(run, BITS_INPUTS)
+def bits(paths: RunPaths) -> dict:
+    return fingerprint(paths, bits_inputs(paths))
 
 
 def sampling_settings(config: Config) -> dict:
@@ -32,42 +32,39 @@ def sampling_settings(config: Config) -> dict:
     return {"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p, "seed": config.run.seed}
 
 
-def samples(run: Path, config: Config) -> dict:
+def samples(paths: RunPaths, config: Config) -> dict:
     settings = {**sampling_settings(config), "n": config.sample.n, "temperatures": config.sample.temperatures}
-    return fingerprint(run, ["stage1/checkpoint.pt", "stage2/checkpoint.pt"], settings)
+    return fingerprint(paths, [paths.stage1_checkpoint, paths.stage2_checkpoint], settings)
 
 
-def quality(run: Path, config: Config) -> dict:
+def quality(paths: RunPaths, config: Config) -> dict:
     from .quality import classifier_settings
 
     settings = {**sampling_settings(config), "fd_samples": config.sample.fd_samples, "fd_draws": config.sample.fd_draws,
                 "temperatures": config.sample.temperatures, "classifier": classifier_settings(config)}
-    return fingerprint(run, ["stage1/checkpoint.pt", "stage2/checkpoint.pt", "codes/val.h5"], settings)
+    return fingerprint(paths, [paths.stage1_checkpoint, paths.stage2_checkpoint, paths.codes("val")], settings)
 
 
-def inception(run: Path, config: Config, n: int) -> dict:
+def inception(paths: RunPaths, config: Config, n: int) -> dict:
     """What ``report/inception_fid.json`` is computed from, for ``n`` images per set."""
     settings = {**sampling_settings(config), "n": n}
-    return fingerprint(run, ["stage1/checkpoint.pt", "stage2/checkpoint.pt", "codes/val.h5"], settings)
+    return fingerprint(paths, [paths.stage1_checkpoint, paths.stage2_checkpoint, paths.codes("val")], settings)
 
 
-def sample_grids(run: Path, config: Config) -> list[Path]:
-    """The grids ``pipeline run`` draws: one per prior and the temperature sweep."""
-    out = RunPaths(run).samples
-    return ([out / f"{prior}.png" for prior in PRIORS]
-            + [out / f"temperature_{float(t):g}.png" for t in config.sample.temperatures])
+def sample_grids(paths: RunPaths, config: Config) -> list[Path]:
+    """The grids a whole run draws: one per prior and the temperature sweep."""
+    return [*map(paths.sample_grid, PRIORS), *map(paths.temperature_grid, config.sample.temperatures)]
 
 
-def stale_parts(run: Path, config: Config) -> list[tuple[Path, str]]:
+def stale_parts(paths: RunPaths, config: Config) -> list[tuple[Path, str]]:
     """(file, why) for every derived report input that does not describe the run's current models.
 
     The three prior grids must exist; the sweep's and per-class grids are checked when present
     (the report leaves out those that are not).
     """
-    paths = RunPaths(run)
-    grids = [*sample_grids(run, config), *paths.samples.glob("class_*.png")]
-    checks = [(paths.bits, bits(run)), (paths.quality, quality(run, config))]
-    checks += [(grid, samples(run, config)) for grid in grids if grid.exists() or grid.stem in PRIORS]
+    grids = [*sample_grids(paths, config), *(path for _, path in paths.class_grids())]
+    checks = [(paths.bits, bits(paths)), (paths.quality, quality(paths, config))]
+    checks += [(grid, samples(paths, config)) for grid in grids if grid.exists() or grid.stem in PRIORS]
     return [(path, why) for path, expected in checks if (why := stale_reason(path, expected))]
 
 

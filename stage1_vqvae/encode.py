@@ -22,10 +22,10 @@ from typing import Iterable, Optional
 import torch
 from tqdm import tqdm
 
-from data import CodeWriter, load_config, load_split, read_code_info, to_model_range
+from data import CodeWriter, load_split, read_code_info, to_model_range
 from data.errors import UserError
 from data.io import sha256_file
-from data.rundir import RunPaths
+from data.rundir import RunPaths, run_config
 from data.training import make_accelerator, process_count, process_rank
 
 from .model import VQVAE
@@ -89,9 +89,7 @@ def encode_run(run_dir: Path, split: str = "all", force: bool = False, batch_siz
     holds one grid per image of the split; anything else is re-encoded.
     """
     paths = RunPaths(run_dir)
-    if not paths.config.is_file():
-        raise UserError(f"{run_dir} is not a run directory (no config.yaml); train stage 1 first")
-    config = load_config(paths.config)
+    config = run_config(paths)
     device = make_accelerator("no", config.run.device).device
     model = VQVAE.from_checkpoint(paths.stage1_checkpoint, map_location=device)
     sha = sha256_file(paths.stage1_checkpoint)

@@ -30,7 +30,7 @@ from data.datasets import data_variance, on_device, save_image_grid
 from data.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from data.errors import UserError
 from data.io import MetricsLog, capture_rng, logged_time, restore_rng, write_json
-from data.rundir import commit_config
+from data.rundir import RunPaths, commit_config
 from data.training import (StepBatches, cosine_lr, make_accelerator, replicas_agree, run_environment, seed_everything,
                            warn_if_threads_differ)
 
@@ -52,10 +52,10 @@ def check_image_size(config: Config, shape: tuple[int, ...]) -> None:
 
 
 def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
-    """Train (or resume) stage 1 in ``run_dir/stage1``; returns the final summary."""
+    """Train (or resume) stage 1 in the run's stage-1 folder; returns the final summary."""
     s = config.stage1
-    out = run_dir / "stage1"
-    ckpt_path = out / "checkpoint.pt"
+    paths = RunPaths(run_dir)
+    ckpt_path = paths.stage1_checkpoint
     accelerator = make_accelerator(s.mixed_precision, config.run.device)
     seed_everything(config.run.seed)
 
@@ -73,17 +73,17 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
         state = load_checkpoint(ckpt_path, "stage1", RESUME_KEYS)
         if state["model_config"] != asdict(model.config) or state["in_channels"] != model.in_channels:
             raise UserError(f"{ckpt_path} holds a model built with other stage1 settings than this config's; "
-                            "resume with the run's own config.yaml or start a new --run")
+                            "resume with the run's own saved config or start a new --run")
         load_weights(model, state["model"], ckpt_path)
         load_optimizer_state(optimizer, model, state["optimizer"])
         step = state["step"]
         restore_rng(state["rng"])
         warn_if_threads_differ(state.get("environment"), "stage 1")
-        if step >= total and (out / "summary.json").is_file():  # complete: nothing to redo or rewrite
-            return json.loads((out / "summary.json").read_text())
+        if step >= total and paths.stage1_summary.is_file():  # complete: nothing to redo or rewrite
+            return json.loads(paths.stage1_summary.read_text())
     if accelerator.is_main_process:
         commit_config(run_dir, config)  # the run has begun: data loaded, model built
-    log = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None) \
+    log = MetricsLog(paths.stage1_metrics, resume_step=step if resume else None) \
         if accelerator.is_main_process else None
 
     if s.channels_last:
@@ -106,7 +106,7 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
     bar = tqdm(total=total, initial=step, desc="stage 1", disable=not accelerator.is_local_main_process,
                dynamic_ncols=True)
     tic, seen = time.perf_counter(), 0
-    earlier = logged_time(out / "metrics.jsonl", step) if step else 0.0  # training seconds before a resume
+    earlier = logged_time(paths.stage1_metrics, step) if step else 0.0  # training seconds before a resume
     while step < total:
         set_phase(accelerator.unwrap_model(model), optimizer, step, s)
         x = to_model_range(images[batches(step)].to(accelerator.device))
@@ -149,13 +149,13 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
 
     if not replicas_agree(net):  # DDP, all-reduced EMA statistics and broadcast re-seeds keep them identical
         raise RuntimeError("the processes ended stage 1 with different weights or codebooks; please report this bug")
-    summary = finish(accelerator.unwrap_model(model), val_set.images, variance, out, accelerator.device,
+    summary = finish(accelerator.unwrap_model(model), val_set.images, variance, paths, accelerator.device,
                      write=accelerator.is_main_process)
     summary.update(steps=s.steps, decoder_steps=s.decoder_steps, train_seconds=train_seconds,
                    images_per_s=seen / (train_seconds - earlier) if seen else None,
                    class_names=list(train_set.class_names) if train_set.class_names else None, **environment)
     if accelerator.is_main_process:
-        write_json(out / "summary.json", summary)
+        write_json(paths.stage1_summary, summary)
     return summary
 
 
@@ -244,12 +244,13 @@ def evaluate(model, images: torch.Tensor, variance: float, device, batch_size: i
     return result
 
 
-def finish(model: VQVAE, val_images: torch.Tensor, variance: float, out: Path, device, write: bool = True) -> dict:
+def finish(model: VQVAE, val_images: torch.Tensor, variance: float, paths: RunPaths, device,
+           write: bool = True) -> dict:
     """Final validation metrics and the originals-above-reconstructions picture."""
     metrics = evaluate(model, val_images, variance, device)
     if write:
         x = to_model_range(val_images[:32].to(device))
-        save_image_grid(torch.cat([x, model.decode(model.encode(x))]), out / "reconstructions.png", nrow=16)
+        save_image_grid(torch.cat([x, model.decode(model.encode(x))]), paths.reconstructions, nrow=16)
     return {"val_recon_nmse": metrics["recon_nmse"], "perplexity": metrics["perplexity"],
             "codes_used": metrics["codes_used"], "num_embeddings": model.num_embeddings,
             "code_counts": metrics["code_counts"], "likelihood": model.likelihood,

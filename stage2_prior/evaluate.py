@@ -45,8 +45,12 @@ from data.training import resolve_device
 from .baselines import PRIORS, MarginalPrior, UniformPrior
 from .pixelcnn import GatedPixelCNN, eval_mode, load_prior_checkpoint, module_device
 
-BITS_INPUTS = ["stage2/checkpoint.pt", "codes/val.h5", "codes/train.h5"]  # what bits_per_code.json is computed from
 TRAIN_GRIDS = 10_000  # train grids the learned prior is also scored on, to show its train/val gap
+
+
+def bits_inputs(paths: RunPaths) -> list[Path]:
+    """The run files ``bits_per_code.json`` is computed from."""
+    return [paths.stage2_checkpoint, paths.codes("val"), paths.codes("train")]
 
 
 @torch.no_grad()
@@ -66,15 +70,14 @@ def bits_per_code(prior: nn.Module, codes: torch.Tensor, labels: Optional[torch.
 
 def evaluate(run_dir: str | os.PathLike) -> dict:
     """Bits per val code under the learned, marginal and uniform priors; printed and saved as JSON."""
-    run_dir = Path(run_dir)
     paths = RunPaths(run_dir)
-    sources = fingerprint(run_dir, BITS_INPUTS)
+    sources = fingerprint(paths, bits_inputs(paths))
     state = load_prior_checkpoint(paths.stage2_checkpoint)
     k = state["num_embeddings"]
     codes, labels, _ = load_codes(paths.codes("val"), split="val", num_embeddings=k, grid=tuple(state["grid"]),
                                   stage1_checkpoint_sha256=state["stage1_checkpoint_sha256"])
     if state["num_classes"] and labels is None:
-        raise UserError(f"the prior is class-conditional but {run_dir / 'codes' / 'val.h5'} has no labels; "
+        raise UserError(f"the prior is class-conditional but {paths.codes('val')} has no labels; "
                         "encode a labelled dataset")
     device = resolve_device(state["config"]["run"]["device"])
     learned = GatedPixelCNN.from_state(state, paths.stage2_checkpoint).to(device)

@@ -51,7 +51,7 @@ def load_training_codes(run_dir: Path, conditional: bool):
     val_codes, val_labels, _ = load_codes(paths.codes("val"), split="val", num_embeddings=info.num_embeddings,
                                           grid=info.grid, stage1_checkpoint_sha256=info.stage1_checkpoint_sha256)
     if conditional and (train.labels is None or val_labels is None):
-        raise UserError(f"stage2.conditional is true but the codes in {run_dir / 'codes'} have no labels; "
+        raise UserError(f"stage2.conditional is true but the codes in {paths.codes_dir} have no labels; "
                         "set stage2.conditional=false or use a labelled dataset")
     return train, val_codes, (val_labels if conditional else None)
 
@@ -140,7 +140,7 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> d
     cfg = config.stage2
     train_set, val_codes, val_labels, state, num_classes = load_inputs(run_dir, cfg, resume)
     info = train_set.info
-    out = RunPaths(run_dir).stage2
+    paths = RunPaths(run_dir)
 
     accelerator = make_accelerator(cfg.mixed_precision, config.run.device)
     main_process = accelerator.is_main_process
@@ -151,9 +151,9 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> d
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
     start, train_time = 0, 0.0
     if state is not None:
-        load_weights(model, state["model"], out / "checkpoint.pt")
+        load_weights(model, state["model"], paths.stage2_checkpoint)
         optimizer.load_state_dict(state["optimizer"])
-        start, train_time = state["step"], logged_time(RunPaths(run_dir).stage2 / "metrics.jsonl", state["step"])
+        start, train_time = state["step"], logged_time(paths.stage2_metrics, state["step"])
         restore_rng(state["rng"])
         warn_if_threads_differ(state.get("environment"), "stage 2")
     if main_process:
@@ -161,7 +161,7 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> d
     marginal = marginal_log_probs(train_set.codes, info.num_embeddings, cfg.marginal_smoothing)
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     if ema is not None and state is not None and "ema" in state:
-        load_weights(ema.model, state["ema"], out / "checkpoint.pt")
+        load_weights(ema.model, state["ema"], paths.stage2_checkpoint)
     evaluated = ema.model if ema is not None else model  # the prior that is evaluated, saved and sampled
     forward = torch.compile(model) if cfg.compile else model
     forward, optimizer = accelerator.prepare(forward, optimizer)
@@ -170,11 +170,11 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> d
     device = accelerator.device
     codes = train_set.codes.to(device)
     labels = train_set.labels.to(device) if num_classes else None
-    log = MetricsLog(out / "metrics.jsonl", resume_step=start if state is not None else None) if main_process else None
+    log = MetricsLog(paths.stage2_metrics, resume_step=start if state is not None else None) if main_process else None
 
     def checkpoint(step: int) -> None:
         extra = {"ema": ema.model.state_dict()} if ema is not None else {}
-        save_checkpoint(out / "checkpoint.pt", "stage2", model=model.state_dict(), **extra,
+        save_checkpoint(paths.stage2_checkpoint, "stage2", model=model.state_dict(), **extra,
                         model_config=asdict(model.config), optimizer=optimizer.state_dict(), step=step,
                         rng=capture_rng(), num_embeddings=info.num_embeddings, grid=list(info.grid),
                         num_classes=num_classes, stage1_checkpoint_sha256=info.stage1_checkpoint_sha256,
@@ -223,5 +223,5 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> d
                "parameters": sum(p.numel() for p in model.parameters()), "num_embeddings": info.num_embeddings,
                "grid": list(info.grid), "num_classes": num_classes, **environment}
     if main_process:
-        write_json(out / "summary.json", summary)
+        write_json(paths.stage2_summary, summary)
     return summary

@@ -85,9 +85,9 @@ def test_resume_after_a_crash_ends_with_the_same_result(finished_run, tmp_path, 
     config = load_config(TINY)
     real = run_module.write_samples
 
-    def crash_after_the_first_grid(pipe, cfg, run_dir):
-        run_module._save_samples(pipe, run_dir / "samples" / "learned.png", cfg.sample.n, "learned", cfg,
-                                 cfg.run.seed * 1000, run_module.sources.samples(run_dir, cfg))
+    def crash_after_the_first_grid(pipe, cfg, paths):
+        run_module._save_samples(pipe, paths.sample_grid("learned"), cfg.sample.n, "learned", cfg,
+                                 cfg.run.seed * 1000, run_module.sources.samples(paths, cfg))
         raise RuntimeError("killed")
 
     monkeypatch.setattr(run_module, "write_samples", crash_after_the_first_grid)

@@ -8,6 +8,7 @@ import torch
 
 from data import ImageSet, load_config, load_split, to_model_range
 from data.config import DataConfig
+from data.rundir import RunPaths
 from pipeline import quality
 from pipeline.quality import (FeatureClassifier, accuracy, features, frechet_distance, load_classifier,
                               load_or_train_classifier, sample_quality, save_classifier, train_classifier,
@@ -134,24 +135,24 @@ def small_splits(monkeypatch, fashion):
 
 def test_run_classifier_is_saved_and_reused_until_settings_change(tmp_path, small_splits):
     cfg = load_config(overrides=["sample.classifier_steps=5"])
-    first, acc = load_or_train_classifier(tmp_path, cfg, log=lambda _: None)
+    first, acc = load_or_train_classifier(RunPaths(tmp_path), cfg, log=lambda _: None)
     assert (tmp_path / "classifier" / "checkpoint.pt").is_file() and 0.0 <= acc <= 1.0
     assert small_splits == ["train", "val"]
-    again, acc_again = load_or_train_classifier(tmp_path, cfg, log=lambda _: None)
+    again, acc_again = load_or_train_classifier(RunPaths(tmp_path), cfg, log=lambda _: None)
     assert small_splits == ["train", "val"] and acc_again == acc  # loaded, not retrained
     x = torch.rand(8, 1, 28, 28) - 0.5
     assert torch.equal(features(first, x), features(again, x))
-    load_or_train_classifier(tmp_path, load_config(overrides=["sample.classifier_steps=6"]), log=lambda _: None)
+    load_or_train_classifier(RunPaths(tmp_path), load_config(overrides=["sample.classifier_steps=6"]), log=lambda _: None)
     assert small_splits == ["train", "val"] * 2  # other steps: retrained
 
 
 def test_run_classifier_has_its_own_seed(tmp_path, small_splits):
     """Another run.seed keeps the feature space; another sample.classifier_seed trains a new network."""
     cfg = load_config(overrides=["sample.classifier_steps=5"])
-    first, _ = load_or_train_classifier(tmp_path / "a", cfg, log=lambda _: None)
-    other_run, _ = load_or_train_classifier(tmp_path / "b", load_config(overrides=["sample.classifier_steps=5",
+    first, _ = load_or_train_classifier(RunPaths(tmp_path / "a"), cfg, log=lambda _: None)
+    other_run, _ = load_or_train_classifier(RunPaths(tmp_path / "b"), load_config(overrides=["sample.classifier_steps=5",
                                                                                     "run.seed=7"]), log=lambda _: None)
-    reseeded, _ = load_or_train_classifier(tmp_path / "b", load_config(overrides=["sample.classifier_steps=5",
+    reseeded, _ = load_or_train_classifier(RunPaths(tmp_path / "b"), load_config(overrides=["sample.classifier_steps=5",
                                                                                    "sample.classifier_seed=7"]),
                                            log=lambda _: None)
     assert small_splits == ["train", "val"] * 3
@@ -164,7 +165,7 @@ def test_write_quality_writes_every_fd_and_the_accuracy(tmp_path, small_splits, 
     cfg = load_config(overrides=["sample.classifier_steps=5"])
     real = to_model_range(fashion[1].images[:200])
     noise = torch.rand(200, 1, 28, 28, generator=torch.Generator().manual_seed(0)) - 0.5
-    result = write_quality(tmp_path, cfg, real, {"reconstructions": real.flip(0), "learned": real + 0.05,
+    result = write_quality(RunPaths(tmp_path), cfg, real, {"reconstructions": real.flip(0), "learned": real + 0.05,
                                                  "marginal": noise, "uniform": noise * 0.5}, log=lambda _: None)
     saved = json.loads((tmp_path / "report" / "quality.json").read_text())
     assert saved == result

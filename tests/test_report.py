@@ -8,8 +8,10 @@ import pytest
 import torch
 from data import UserError, load_config, save_config
 from data.datasets import save_image_grid
+from data.rundir import RunPaths
 from pipeline import sources
-from pipeline.report import REQUIRED, write_report
+from pipeline.report import write_report
+from pipeline.results import required
 from pipeline.sources import png_text, stamp
 
 K = 16
@@ -42,7 +44,7 @@ def make_run(root, temperatures=(0.5, 1.0), classes=(0, 1, 2)):
     config = load_config(overrides=[f"stage1.num_embeddings={K}", "stage2.conditional=true",
                                     f"sample.temperatures=[{', '.join(map(str, temperatures))}]"])
     save_config(config, run / "config.yaml")
-    samples = png_text(sources.samples(run, config))  # what the grids record: drawn from this run's models
+    samples = png_text(sources.samples(RunPaths(run), config))  # what the grids record: drawn from this run's models
     val1 = {50: {"val_recon_nmse": 0.012, "val_perplexity": 4.5, "val_codes_used": 9},
             100: {"val_recon_nmse": 0.006, "val_perplexity": 9.1, "val_codes_used": 12}}
     write_lines(run / "stage1/metrics.jsonl", [
@@ -54,14 +56,14 @@ def make_run(root, temperatures=(0.5, 1.0), classes=(0, 1, 2)):
     write_lines(run / "stage2/metrics.jsonl", [
         {"step": s, "train_bits_per_code": 4.0 - s / 100, "lr": 1e-3, **val2.get(s, {})} for s in range(10, 101, 10)])
     (run / "stage2/summary.json").write_text(json.dumps(STAGE2))
-    (run / "stage2/bits_per_code.json").write_text(json.dumps(stamp(BITS, sources.bits(run))))
+    (run / "stage2/bits_per_code.json").write_text(json.dumps(stamp(BITS, sources.bits(RunPaths(run)))))
     for i, prior in enumerate(("learned", "marginal", "uniform")):
         grid(run / f"samples/{prior}.png", 1 + i, samples)
     for i, t in enumerate(temperatures):
         grid(run / f"samples/temperature_{t}.png", 10 + i, samples)
     for c in classes:
         grid(run / f"samples/class_{c}.png", 20 + c, samples)
-    (run / "report/quality.json").write_text(json.dumps(stamp(QUALITY, sources.quality(run, config))))
+    (run / "report/quality.json").write_text(json.dumps(stamp(QUALITY, sources.quality(RunPaths(run), config))))
     return run
 
 
@@ -147,6 +149,9 @@ def test_missing_optional_inputs_skip_their_parts(tmp_path):
     assert metrics["bits_per_image"] is None and metrics["stage2"]["steps"] == 100  # from metrics.jsonl
 
 
+REQUIRED = {RunPaths(".").name(path): command for path, command in required(RunPaths(".")).items()}
+
+
 @pytest.mark.parametrize("name", sorted(REQUIRED))
 def test_a_missing_input_is_a_user_error_naming_the_file_and_the_command(tmp_path, name):
     run = make_run(tmp_path)
@@ -185,7 +190,7 @@ def restamp(run, name, extra, expected):
 def test_bits_per_dim_are_in_metrics_and_drawn_as_rate_plus_distortion(tmp_path):
     run = make_run(tmp_path)
     restamp(run, "stage2/bits_per_code.json", {"bits_per_dim": BPD, "likelihood": "logistic", "learned_train": 2.2},
-            sources.bits(run))
+            sources.bits(RunPaths(run)))
     metrics = write_report(run)
     assert metrics["bits_per_dim"] == BPD and metrics["likelihood"] == "logistic"
     assert metrics["bits_per_code"]["learned_train"] == 2.2
@@ -208,7 +213,7 @@ def test_each_fd_says_its_sampling_settings_and_the_sweep_has_a_table(tmp_path):
     restamp(run, "report/quality.json", {"fd_learned_T0.5": 9.0, "fd_learned_T1": 6.0,
                                          "fd_by_draw": {"learned": [5.0, 6.5, 6.5], "learned_T1": [5.0, 6.5, 6.5]},
                                          "sampling": {"temperature": 1.0, "top_k": None, "top_p": 0.9}},
-            sources.quality(run, config))
+            sources.quality(RunPaths(run), config))
     metrics = write_report(run)
     assert metrics["sample_quality"]["fd_learned_by_temperature"] == {"0.5": 9.0, "1": 6.0}
     assert metrics["sample_quality"]["fd_learned_draws"] == [5.0, 6.5, 6.5]
@@ -226,13 +231,13 @@ def test_inception_fid_is_reported_when_current_and_left_out_when_stale(tmp_path
     config = load_config(run / "config.yaml")
     fid = {"fid_inception_reconstructions": 3.0, "fid_inception_learned": 12.5, "fid_inception_marginal": 80.0,
            "fid_inception_uniform": 150.0, "images": 200}
-    (run / "report/inception_fid.json").write_text(json.dumps(stamp(fid, sources.inception(run, config, 200))))
+    (run / "report/inception_fid.json").write_text(json.dumps(stamp(fid, sources.inception(RunPaths(run), config, 200))))
     metrics = write_report(run)
     assert metrics["sample_quality"]["fid_inception_learned"] == 12.5
     assert metrics["sample_quality"]["fid_inception_images"] == 200
     page = (run / "report/index.html").read_text()
     assert "Inception FID" in page and "<td class='num'>12.50</td>" in page
-    stale = sources.inception(run, config, 200)
+    stale = sources.inception(RunPaths(run), config, 200)
     stale["inputs"]["stage2/checkpoint.pt"] = "0" * 64  # computed from another prior
     (run / "report/inception_fid.json").write_text(json.dumps(stamp(fid, stale)))
     metrics = write_report(run)
@@ -245,7 +250,7 @@ def test_novelty_is_in_metrics_and_samples_are_shown_above_their_neighbours(tmp_
     novelty = {"space": "pixel", "median_nn_distance_samples": 0.12, "median_nn_distance_val": 0.11,
                "copy_fraction": 0.02, "copy_threshold": 0.05, "samples": 200, "train_images": 9000,
                "feature": {"median_nn_distance_samples": 1.5, "median_nn_distance_val": 1.2, "copy_fraction": 0.01}}
-    restamp(run, "report/quality.json", {"novelty": novelty}, sources.quality(run, load_config(run / "config.yaml")))
+    restamp(run, "report/quality.json", {"novelty": novelty}, sources.quality(RunPaths(run), load_config(run / "config.yaml")))
     for i, name in enumerate(("typical", "closest")):
         grid(run / f"report/nearest_{name}.png", 30 + i)
     metrics = write_report(run)
