@@ -24,14 +24,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import BadFile, Fix, MissingFile, UserError
 from .io import write_bytes
+from .rundir import RunPaths
 
 FORMAT_VERSION = 1
-KINDS = {
-    "stage1": ("stage-1 checkpoint", "train it with `python -m stage1_vqvae train --config FILE --run DIR`"),
-    "stage2": ("stage-2 checkpoint", "train it with `python -m stage2_prior train --run DIR`"),
-    "classifier": ("feature classifier checkpoint", "it is written by `python -m pipeline run`"),
+KINDS = {  # kind -> (what it is called, the step that makes it)
+    "stage1": ("stage-1 checkpoint", Fix.TRAIN_STAGE1),
+    "stage2": ("stage-2 checkpoint", Fix.TRAIN_STAGE2),
+    "classifier": ("feature classifier checkpoint", Fix.RUN),
 }
 
 
@@ -63,23 +64,24 @@ def canonical(obj):
 def load_checkpoint(path: str | os.PathLike, kind: str, keys: tuple[str, ...] = ()) -> dict:
     """Load a ``kind`` checkpoint on the CPU with ``weights_only=True`` and check its kind and keys.
 
-    A missing, corrupt, foreign or other-kind file is a ``UserError`` saying how to make the right one.
+    A missing, corrupt, foreign or other-kind file is a ``UserError`` naming the step that makes the right one.
     """
-    path, (what, hint) = Path(path), KINDS[kind]
+    path, (what, fix) = Path(path), KINDS[kind]
+    where = {"path": path, "fix": fix, "run": RunPaths.holding(path)}
     if not path.is_file():
-        raise UserError(f"{what} not found: {path}; {hint}")
+        raise MissingFile(f"{what} not found: {path}", **where)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated, foreign or malicious files
-        raise UserError(f"{what} {path} is corrupt or not a checkpoint ({type(exc).__name__}); "
-                        f"delete it and {hint.split('; ')[0]}") from None
+        raise BadFile(f"{what} {path} is corrupt or not a checkpoint ({type(exc).__name__})", advice="delete it",
+                      **where) from None
     found = state.get("kind") if isinstance(state, dict) else None
     if found != kind:
-        described = KINDS[found][0] if found in KINDS else "not a checkpoint of this version"
-        raise UserError(f"{path} is {'a ' + described if found in KINDS else described}, not a {what}; {hint}")
+        described = "a " + KINDS[found][0] if found in KINDS else "not a checkpoint of this version"
+        raise BadFile(f"{path} is {described}, not a {what}", **where)
     missing = [k for k in ("model", "model_config", *keys) if k not in state]
     if missing:
-        raise UserError(f"{what} {path} lacks {', '.join(missing)}; it is damaged or from another version, {hint}")
+        raise BadFile(f"{what} {path} lacks {', '.join(missing)}; it is damaged or from another version", **where)
     return state
 
 

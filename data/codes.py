@@ -27,8 +27,9 @@ import h5py
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import BadFile, Fix, MissingFile, UserError
 from .io import WRITE_ERRORS, atomic_path, sha256_file, write_error
+from .rundir import RunPaths
 
 FORMAT_VERSION = 1
 CHUNK_GRIDS = 1024  # grids per HDF5 chunk: large enough to compress well, small enough to stream
@@ -175,32 +176,31 @@ def read_code_info(path: str | os.PathLike, *, split: Optional[str] = None, num_
     path = Path(path)
     if stage1_checkpoint is not None:
         stage1_checkpoint_sha256 = sha256_file(stage1_checkpoint)
+    where = {"path": path, "run": RunPaths.holding(path)}
     if not path.is_file():
-        raise UserError(f"code file not found: {path}; run `python -m stage1_vqvae encode --run DIR` first")
+        raise MissingFile(f"code file not found: {path}", fix=Fix.ENCODE, **where)
     try:
         with h5py.File(path, "r") as f:
             info = _validate_schema(f, path)
     except UserError:
         raise
     except Exception as exc:  # h5py raises OSError/KeyError variants for truncated files
-        raise UserError(f"code file {path} is corrupt or truncated ({type(exc).__name__}); "
-                        "delete it and encode again") from None
+        raise BadFile(f"code file {path} is corrupt or truncated ({type(exc).__name__})", fix=Fix.ENCODE_AGAIN,
+                      **where) from None
     if info.num_codes == 0:
-        raise UserError(f"{path} holds no code grids; encode a non-empty split with `python -m stage1_vqvae encode`")
+        raise BadFile(f"{path} holds no code grids", advice="encode a non-empty split", fix=Fix.ENCODE, **where)
     if split is not None and info.split != split:
-        raise UserError(f"{path} holds the '{info.split}' split, not '{split}'; "
-                        "encode it again with `python -m stage1_vqvae encode --force`")
+        raise BadFile(f"{path} holds the '{info.split}' split, not '{split}'", fix=Fix.ENCODE_AGAIN, **where)
     if num_embeddings is not None and info.num_embeddings != num_embeddings:
-        raise UserError(f"{path} holds codes of K={info.num_embeddings} but the model uses K={num_embeddings}; "
-                        "encode with the matching stage-1 checkpoint or fix num_embeddings")
+        raise BadFile(f"{path} holds codes of K={info.num_embeddings} but the model uses K={num_embeddings}",
+                      advice="encode with the matching stage-1 checkpoint or fix num_embeddings", **where)
     if grid is not None and info.grid != tuple(grid):
-        raise UserError(f"{path} holds {info.grid[0]}x{info.grid[1]} grids but the model expects "
-                        f"{grid[0]}x{grid[1]}; use code files of the same stage-1 model")
+        raise BadFile(f"{path} holds {info.grid[0]}x{info.grid[1]} grids but the model expects "
+                      f"{grid[0]}x{grid[1]}", advice="use code files of the same stage-1 model", **where)
     if stage1_checkpoint_sha256 is not None and info.stage1_checkpoint_sha256 != stage1_checkpoint_sha256:
-        raise UserError(f"{path} was encoded with a different stage-1 checkpoint "
-                        f"(sha256 {info.stage1_checkpoint_sha256[:12]}..., "
-                        f"expected {stage1_checkpoint_sha256[:12]}...); "
-                        "encode again with --force")
+        raise BadFile(f"{path} was encoded with a different stage-1 checkpoint "
+                      f"(sha256 {info.stage1_checkpoint_sha256[:12]}..., expected {stage1_checkpoint_sha256[:12]}...)",
+                      fix=Fix.ENCODE_AGAIN, **where)
     return info
 
 
@@ -208,10 +208,12 @@ def _validate_schema(f: h5py.File, path: Path) -> CodeInfo:
     missing = [a for a in REQUIRED_ATTRS if a not in f.attrs]
     if "codes" not in f or missing:
         what = "dataset 'codes'" if "codes" not in f else f"attributes {', '.join(missing)}"
-        raise UserError(f"{path} is not a code file (missing {what}); encode it with `python -m stage1_vqvae encode`")
+        raise BadFile(f"{path} is not a code file (missing {what})", path=path, fix=Fix.ENCODE_AGAIN,
+                      run=RunPaths.holding(path))
     version = int(f.attrs["format_version"])
     if version != FORMAT_VERSION:
-        raise UserError(f"{path} has format_version {version}; this version reads {FORMAT_VERSION}, encode again")
+        raise BadFile(f"{path} has format_version {version}; this version reads {FORMAT_VERSION}", path=path,
+                      fix=Fix.ENCODE_AGAIN, run=RunPaths.holding(path))
     k = int(f.attrs["num_embeddings"])
     codes = f["codes"]
     h, w = int(f.attrs["grid_height"]), int(f.attrs["grid_width"])
@@ -246,10 +248,11 @@ def load_distortion(path: str | os.PathLike, **expect) -> Optional[Distortion]:
             bits = torch.from_numpy(f["distortion_bits"][...].astype(np.float64))
             dims, likelihood = int(f.attrs["distortion_dims"]), f.attrs.get("distortion_likelihood", "")
     except Exception as exc:
-        raise UserError(f"code file {info.path} is corrupt or truncated ({type(exc).__name__}); "
-                        "delete it and encode again") from None
+        raise BadFile(f"code file {info.path} is corrupt or truncated ({type(exc).__name__})", path=info.path,
+                      fix=Fix.ENCODE_AGAIN, run=RunPaths.holding(info.path)) from None
     if not torch.isfinite(bits).all() or dims < 1:
-        raise UserError(f"{info.path} holds invalid distortion bits; encode again with --force")
+        raise BadFile(f"{info.path} holds invalid distortion bits", path=info.path, fix=Fix.ENCODE_AGAIN,
+                      run=RunPaths.holding(info.path))
     return Distortion(bits, dims, likelihood.decode() if isinstance(likelihood, bytes) else str(likelihood))
 
 

@@ -1,6 +1,6 @@
 """The config schema: one dataclass per YAML section, validated on load.
 
-A config is plain data. ``load_config`` reads a YAML file, applies ``--set`` overrides and
+A config is plain data. ``load_config`` reads a YAML file, applies ``KEY=VALUE`` overrides and
 checks every key and type against the dataclasses below; an unknown key or a bad value is a
 ``UserError`` naming the key and suggesting the closest valid one.
 
@@ -28,7 +28,7 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from .errors import UserError
+from .errors import BadValue, UserError
 from .io import write_text
 
 DATASETS = ("fashion_mnist_embedded", "fashion_mnist", "mnist", "cifar10", "image_folder")
@@ -222,7 +222,7 @@ def shipped_configs() -> list[str]:
 def config_path(name_or_path: str | os.PathLike | None) -> Path:
     """A config file: an existing path, else the shipped config of that name (``default`` when None).
 
-    The shipped configs are package data, so ``--config cifar10`` works from any folder and
+    The shipped configs are package data, so the name ``cifar10`` works from any folder and
     from a non-editable install.
     """
     if name_or_path is not None and Path(name_or_path).is_file():
@@ -284,10 +284,10 @@ def _read_yaml(path: Path) -> dict:
 def _apply_override(raw: dict, item: str) -> None:
     key, sep, value = item.partition("=")
     if not sep or not key:
-        raise UserError(f"--set expects KEY=VALUE, got {item!r} (e.g. --set stage1.steps=200)")
+        raise BadValue("override", "must be KEY=VALUE (e.g. stage1.steps=200)", repr(item))
     parts = key.strip().split(".")
     if len(parts) != 2:
-        raise UserError(f"--set key {key!r} must be SECTION.KEY, e.g. stage1.steps")
+        raise BadValue("override", f"key {key!r} must be SECTION.KEY, e.g. stage1.steps")
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError:

@@ -9,10 +9,10 @@
                                   metrics.json  index.html
 
 ``resolve_config`` is the one rule every command uses to get a run's config: the saved
-``config.yaml`` (when there is one and the command continues the run), then ``--config``, then
-``--set``; settings a stage has already used may not change (a one-line error that leaves
-``config.yaml`` untouched), later stages may (``--resume --set stage2.steps=3000`` continues
-a finished prior).
+``config.yaml`` (when there is one and the command continues the run), then the given config
+file, then the overrides; settings a stage has already used may not change (an error that
+leaves ``config.yaml`` untouched), later stages may (resuming with ``stage2.steps=3000``
+continues a finished prior).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from .config import Config, PixelCNNConfig, VQVAEConfig, load_config, save_config
-from .errors import UserError
+from .errors import Fix, MissingFile, RunConflict, UserError
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,11 @@ class RunPaths:
         """``path`` relative to the run directory, as provenance records it (``stage1/checkpoint.pt``)."""
         return Path(path).relative_to(self.root).as_posix()
 
+    @staticmethod
+    def holding(path: str | os.PathLike) -> Optional[Path]:
+        """The run directory a file lies in (the nearest folder above it with a config), or None."""
+        return next((folder for folder in Path(path).parents if RunPaths(folder).config.is_file()), None)
+
     def describe(self, name: str) -> str:
         """What the run file ``name`` (as ``name()`` gives it) is called in messages."""
         words = {self.config: "config", self.stage1_checkpoint: "stage-1 checkpoint",
@@ -123,7 +128,7 @@ def resolve_config(run_dir: str | os.PathLike, config_file: Optional[str], overr
     """The config a command runs ``run_dir`` with; nothing is written here.
 
     ``first_stage`` is the stage the command trains first: a ``stage1`` command starts from
-    ``--config`` (or the shipped default) unless it resumes; a ``stage2`` command always
+    ``config_file`` (or the shipped default) unless it resumes; a ``stage2`` command always
     builds on the run's saved config, since stage 1 made its codes. Without ``resume``, a
     stage that already holds output is refused.
     """
@@ -144,14 +149,15 @@ def resolve_config(run_dir: str | os.PathLike, config_file: Optional[str], overr
 def run_config(paths: RunPaths) -> Config:
     """The config a begun run saved: what commands that only read a run use."""
     if not paths.config.is_file():
-        raise UserError(f"{paths.root} is not a run directory (no {paths.config.name}); train stage 1 first")
+        raise MissingFile(f"{paths.root} is not a run directory (no {paths.config.name})", path=paths.config,
+                          fix=Fix.TRAIN_STAGE1, run=paths.root)
     return load_config(paths.config)
 
 
 def refuse_existing_output(paths: RunPaths, first_stage: str) -> None:
     stage_dir = paths.stage1 if first_stage == "stage1" else paths.stage2
     if stage_dir.is_dir() and any(stage_dir.iterdir()):
-        raise UserError(f"{stage_dir} already holds output; pass --resume to continue it, or choose a new --run")
+        raise RunConflict(f"{stage_dir} already holds output", path=stage_dir, fix=Fix.RESUME_OR_NEW_RUN)
 
 
 def check_changes(paths: RunPaths, saved: Config, config: Config) -> None:
@@ -169,8 +175,8 @@ def check_changes(paths: RunPaths, saved: Config, config: Config) -> None:
     for key, why in frozen.items():
         before, after = lookup(saved, key), lookup(config, key)
         if before != after:
-            raise UserError(f"cannot change {key} ({before!r} -> {after!r}) when resuming {paths.root}: {why}; "
-                            "start a new --run to change it")
+            raise RunConflict(f"cannot change {key} ({before!r} -> {after!r}) when resuming {paths.root}: {why}",
+                              path=paths.config, fix=Fix.NEW_RUN)
     check_stage2_continuation(paths, saved, config)
 
 
@@ -181,14 +187,15 @@ def check_stage2_continuation(paths: RunPaths, saved: Config, config: Config) ->
         return
     target = prior_steps(paths, config)
     if target < done:
-        raise UserError(f"stage2.steps can only grow when resuming: the prior in {paths.stage2} has trained "
-                        f"{done} steps, got {config.stage2.steps} (training {target} with stage2.min_epochs)")
+        raise RunConflict(f"stage2.steps can only grow when resuming: the prior in {paths.stage2} has trained "
+                          f"{done} steps, got {config.stage2.steps} (training {target} with stage2.min_epochs)")
     if target == done:
         changed = [f"stage2.{k}" for k in fields_of(config.stage2)
                    if getattr(saved.stage2, k) != getattr(config.stage2, k)]
         if changed:
-            raise UserError(f"cannot change {', '.join(changed)}: the prior in {paths.stage2} is complete at {done} "
-                            "steps; raise stage2.steps to continue it with new settings, or start a new --run")
+            raise RunConflict(f"cannot change {', '.join(changed)}: the prior in {paths.stage2} is complete at {done} "
+                              "steps", path=paths.stage2, advice="raise stage2.steps to continue it with new settings",
+                              fix=Fix.NEW_RUN)
 
 
 def prior_steps(paths: RunPaths, config: Config) -> int:
@@ -254,7 +261,7 @@ def run_lock(run_dir: str | os.PathLike, main_process: bool = True) -> Iterator[
     except OSError as exc:
         raise UserError(f"cannot create the run directory {root}: {exc.strerror}") from None
     if not root.is_dir():
-        raise UserError(f"{root} is not a directory; choose another --run")
+        raise RunConflict(f"{root} is not a directory", path=root, fix=Fix.NEW_RUN)
     try:
         fd = os.open(RunPaths(root).lock, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
@@ -264,7 +271,8 @@ def run_lock(run_dir: str | os.PathLike, main_process: bool = True) -> Iterator[
     except BlockingIOError:
         owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise UserError(f"run directory in use (pid {owner}): {root}; wait for that command to end") from None
+        raise RunConflict(f"run directory in use (pid {owner}): {root}", path=root,
+                          advice="wait for that command to end") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _held[root] = 1

@@ -45,7 +45,7 @@ def parse(argv, prog: str = "python -m pipeline"):
     s.add_argument("--method", default="cached", choices=("cached", "naive"), help="sampling algorithm")
     s.add_argument("--force", action="store_true", help="replace existing output files (never the run's own files)")
 
-    p = sub.add_parser("report", help="(re)write the run's report: metrics.json, the plots and index.html")
+    p = sub.add_parser("report", help=f"(re)write {RunPaths('DIR').metrics}, the plots and {RunPaths('DIR').index}")
     p.add_argument("--run", required=True, metavar="DIR")
 
     x = sub.add_parser("export", help="save a trained run's pipeline for sharing (safetensors + JSON)",
@@ -58,7 +58,7 @@ def parse(argv, prog: str = "python -m pipeline"):
     f = sub.add_parser("fid", help="Inception FID of a trained run's samples (needs the fid extra)",
                        description="Fréchet distance in the standard FID InceptionV3's features between the val "
                                    "images and each prior's samples (and the reconstructions), at the run's sample "
-                                   "settings; writes inception_fid.json beside the report and refreshes it. "
+                                   f"settings; writes {RunPaths('DIR').inception_fid} and refreshes the report. "
                                    "Needs `pip install -e '.[fid]'`; about 0.14 s per image on 2 CPU cores.")
     f.add_argument("--run", required=True, metavar="DIR", help="a run with both stages trained")
     f.add_argument("--n", type=int, help="images per set (default: the run's sample.fd_samples; at most the val split)")

@@ -49,7 +49,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         print(f"error: unknown command '{argv[0]}' (choose from {choices}; see vqprior --help)", file=sys.stderr)
         sys.exit(2)
     entry = importlib.import_module(module).main
-    run_main(lambda args: entry(args, prog=prog), argv)
+    run_main(lambda args: entry(args, prog=prog), argv, console=True)
 
 
 if __name__ == "__main__":

@@ -182,7 +182,7 @@ def novelty_section(m: dict, neighbours: dict | None) -> str:
     note = (f"For each of the learned prior's {n.get('samples')} samples (the Fréchet set), the nearest of the "
             f"{n.get('train_images')} training images. Val images are new by construction, so their distances "
             "show how far a new image lies from the training set; a sample closer to its nearest training image "
-            "than the 1st percentile of the val images' distances counts as a copy. The metrics.json figures "
+            "than the 1st percentile of the val images' distances counts as a copy. The report's metrics file figures "
             "(median_nn_distance_*, copy_fraction) are the pixel-space ones.")
     parts = ["<h2>Novelty: are the samples new images?</h2>",
              table(["space", "median distance, samples", "median distance, val images", "copies"], rows),

@@ -27,7 +27,7 @@ import torch
 
 from data.checkpoint import load_checkpoint, load_weights
 from data.config import PixelCNNConfig, VQVAEConfig, model_from_dict
-from data.errors import UserError
+from data.errors import BadValue, Fix, MissingFile, UserError
 from data.io import sha256_file, write_json
 from data.rundir import RunPaths
 from data.training import resolve_device
@@ -71,7 +71,7 @@ class VQPriorPipeline:
 
     @classmethod
     def from_run(cls, run_dir: Union[str, Path], device: str = "auto") -> "VQPriorPipeline":
-        """Load ``DIR/stage1/checkpoint.pt`` and ``DIR/stage2/checkpoint.pt``, checking they belong together."""
+        """Load the run's stage-1 and stage-2 checkpoints, checking they belong together."""
         paths = RunPaths(run_dir)
         if not paths.root.is_dir():
             raise UserError(f"run directory not found: {paths.root}")
@@ -149,8 +149,8 @@ class VQPriorPipeline:
         """The (n,) labels a draw uses: the given ones, one class for all, or the default cycle."""
         if labels is not None and (prior != "learned" or not self.num_classes):
             why = f"this prior is {prior}" if prior != "learned" else "this run trained an unconditional one"
-            raise UserError(f"--label needs a class-conditional learned prior ({why}); "
-                            "train stage 2 with stage2.conditional=true")
+            raise BadValue("labels", f"needs a class-conditional learned prior ({why})",
+                           advice="train stage 2 with stage2.conditional=true")
         if isinstance(labels, int):
             return torch.full((n,), labels, dtype=torch.int64)
         if labels is None and prior == "learned":
@@ -208,7 +208,7 @@ def read_pretrained_json(path: Path) -> dict:
     keys = ("format_version", "vqvae_config", "in_channels", "prior_config", "num_embeddings", "num_classes",
             "grid", "class_names", "marginal_log_probs", "stage1_checkpoint_sha256")
     if not path.is_file():
-        raise UserError(f"{path} not found: not a saved pipeline; make one with `python -m pipeline export`")
+        raise MissingFile(f"{path} not found: not a saved pipeline", path=path, fix=Fix.EXPORT)
     try:
         meta = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError):

@@ -17,7 +17,7 @@ folder) trains it on a self-supervised proxy task instead: rotation prediction, 
 image is turned by 0, 90, 180 or 270 degrees and the network predicts which; telling the
 rotations apart needs the same shape features that separate real images from poor samples.
 
-Typical use (what ``python -m pipeline`` does)::
+Typical use (what a whole run does)::
 
     classifier = load_or_train_classifier(run_dir, cfg)          # DIR/classifier/checkpoint.pt
     quality = write_quality(run_dir, cfg, real, {"reconstructions": recon, "learned": x, ...})

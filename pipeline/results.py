@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data.config import Config, load_config
-from data.errors import UserError
+from data.cli import command_for
+from data.errors import Fix, MissingFile, OutOfDate, UserError
 from data.io import read_jsonl
 from data.provenance import recorded, stale_reason
 from data.rundir import RunPaths
@@ -16,21 +17,17 @@ from stage2_prior import PRIORS
 
 from . import sources
 
-STAGE1_TRAIN = "python -m stage1_vqvae train --config FILE --run DIR"
-SAMPLES = "python -m pipeline run --run DIR --resume"
-
-
-def required(paths: RunPaths) -> dict[Path, str]:
-    """Every input the report needs, and the command that makes it (DIR stands for the run directory)."""
+def required(paths: RunPaths) -> dict[Path, Fix]:
+    """Every input the report needs, and the step that makes it."""
     return {
-        paths.config: STAGE1_TRAIN,
-        paths.stage1_metrics: STAGE1_TRAIN,
-        paths.stage1_summary: STAGE1_TRAIN,
-        paths.reconstructions: STAGE1_TRAIN,
-        paths.stage2_metrics: "python -m stage2_prior train --run DIR",
-        paths.bits: "python -m stage2_prior evaluate --run DIR",
-        **{paths.sample_grid(prior): SAMPLES for prior in PRIORS},
-        paths.quality: SAMPLES,
+        paths.config: Fix.TRAIN_STAGE1,
+        paths.stage1_metrics: Fix.TRAIN_STAGE1,
+        paths.stage1_summary: Fix.TRAIN_STAGE1,
+        paths.reconstructions: Fix.TRAIN_STAGE1,
+        paths.stage2_metrics: Fix.TRAIN_STAGE2,
+        paths.bits: Fix.EVALUATE,
+        **{paths.sample_grid(prior): Fix.RESUME for prior in PRIORS},
+        paths.quality: Fix.RESUME,
     }
 
 
@@ -57,23 +54,22 @@ def read_run(paths: RunPaths) -> RunFiles:
     run = paths.root
     if not run.is_dir():
         raise UserError(f"run directory not found: {run}")
-    for path, command in required(paths).items():
+    for path, fix in required(paths).items():
         if not path.is_file():
-            raise UserError(f"{path} is missing; make it with `{command.replace('DIR', str(run))}`")
+            raise MissingFile(f"{path} is missing", path=path, fix=fix, run=run)
     config = load_config(paths.config)
     stale = sources.stale_parts(paths, config)
     if stale:
         path, why = stale[0]
-        raise UserError(f"{path} is out of date ({why}); refresh it with "
-                        f"`python -m pipeline run --run {run} --resume`, then write the report")
+        raise OutOfDate(f"{path} is out of date ({why})", path=path, fix=Fix.RESUME, run=run)
     stage1 = read_json(paths.stage1_summary,
                        ("val_recon_nmse", "perplexity", "codes_used", "num_embeddings", "code_counts"))
     bits = read_json(paths.bits, (*PRIORS, "num_embeddings"))
     quality = read_json(paths.quality, ("fd_reconstructions", "fd_learned", "fd_marginal", "fd_uniform"))
     if not stage1["num_embeddings"] == bits["num_embeddings"] == len(stage1["code_counts"]):
-        raise UserError(f"{paths.bits} is for K={bits['num_embeddings']} codes but "
-                        f"{paths.stage1_summary} for K={stage1['num_embeddings']}: stage 2 is out of date; "
-                        f"re-run `python -m stage2_prior train --run {run}` and `evaluate`")
+        raise OutOfDate(f"{paths.bits} is for K={bits['num_embeddings']} codes but "
+                        f"{paths.stage1_summary} for K={stage1['num_embeddings']}: stage 2 is out of date",
+                        path=paths.bits, fix=Fix.TRAIN_STAGE2, run=run)
     stage2 = read_json(paths.stage2_summary, ()) if paths.stage2_summary.is_file() else {}
     inception, inception_stale = read_inception(paths, config)
     neighbours = {k: p for k, p in paths.neighbours.items() if p.is_file()}
@@ -86,8 +82,8 @@ def read_run(paths: RunPaths) -> RunFiles:
 def read_inception(paths: RunPaths, config: Config) -> tuple[dict | None, str | None]:
     """(Inception FID file, None) when present and current; (None, why) when out of date; else (None, None).
 
-    It is optional (``sample.inception_fid``, ``python -m pipeline fid``), so a stale one is left
-    out of the report with a note rather than refused.
+    It is optional (``sample.inception_fid``, or measured on its own), so a stale one is left out
+    of the report with a note, naming the command that refreshes it, rather than refused.
     """
     path = paths.inception_fid
     if not path.is_file():
@@ -95,7 +91,7 @@ def read_inception(paths: RunPaths, config: Config) -> tuple[dict | None, str | 
     n = (recorded(path) or {}).get("settings", {}).get("n")
     why = stale_reason(path, sources.inception(paths, config, n))
     if why:
-        return None, f"{why}; refresh it with `python -m pipeline fid --run {paths.root}`"
+        return None, f"{why}; {Fix.FID.value}: `{command_for(Fix.FID, paths.root, console=True)}`"
     return read_json(path, tuple(f"fid_inception_{k}" for k in ("reconstructions", *PRIORS))), None
 
 

@@ -4,7 +4,7 @@ Training steps are complete when their summary says so (``stage1/summary.json``,
 ``stage2/summary.json`` at the steps the config asks for); code files when they match the stage-1
 checkpoint; derived files (bits per code, sample grids, quality, report) when the fingerprint
 they record matches the run's current checkpoints and settings (``pipeline.sources``). Every
-file is written atomically, so ``--resume`` skips exactly what is current, continues an
+file is written atomically, so resuming skips exactly what is current, continues an
 interrupted training step from its checkpoint, and redoes whatever an earlier step changed,
 saying why ("stage-2 checkpoint changed since bits_per_code.json").
 

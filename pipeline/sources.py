@@ -8,7 +8,7 @@
                          number of images per set
 
 ``stale_parts`` lists the report's inputs that no longer match the run's models, with the
-command that refreshes each; ``pipeline run --resume`` redoes exactly those steps.
+reason for each; resuming the whole run redoes exactly those steps.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def encode_run(run_dir: Path, split: str = "all", force: bool = False, batch_siz
         distortion = model.can_measure_distortion and name in DISTORTION_SPLITS
         stale = None if force or not path.exists() else why_stale(path, sha, name, len(data), distortion)
         if path.exists() and not force and stale is None:
-            say(f"{path} is up to date ({len(data)} grids); --force re-encodes")
+            say(f"{path} is up to date ({len(data)} grids)")
             written.append(path)
             continue
         if stale:

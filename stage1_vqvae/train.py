@@ -28,7 +28,7 @@ from tqdm import tqdm
 from data import Config, load_split, to_model_range
 from data.datasets import data_variance, on_device, save_image_grid
 from data.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from data.errors import UserError
+from data.errors import Fix, RunConflict, UserError
 from data.io import MetricsLog, capture_rng, logged_time, restore_rng, write_json
 from data.rundir import RunPaths, commit_config
 from data.training import (StepBatches, cosine_lr, make_accelerator, replicas_agree, run_environment, seed_everything,
@@ -72,8 +72,8 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, "stage1", RESUME_KEYS)
         if state["model_config"] != asdict(model.config) or state["in_channels"] != model.in_channels:
-            raise UserError(f"{ckpt_path} holds a model built with other stage1 settings than this config's; "
-                            "resume with the run's own saved config or start a new --run")
+            raise RunConflict(f"{ckpt_path} holds a model built with other stage1 settings than this config's",
+                              path=ckpt_path, advice="resume with the run's own saved config", fix=Fix.NEW_RUN)
         load_weights(model, state["model"], ckpt_path)
         load_optimizer_state(optimizer, model, state["optimizer"])
         step = state["step"]

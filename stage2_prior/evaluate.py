@@ -7,7 +7,7 @@ For a prior p and the N val grids of H x W codes,
 (for the independent priors the condition is empty). It is the cross-entropy of the val
 codes under the prior: log2 K for the uniform prior, the entropy of the training
 frequencies (plus the train/val mismatch) for the marginal one, and lower still for a
-learned prior that uses the context. ``python -m stage2_prior evaluate --run DIR`` writes
+learned prior that uses the context. ``evaluate(run_dir)`` writes
 ``DIR/stage2/bits_per_code.json`` = {"learned", "marginal", "uniform", "num_embeddings"} plus
 ``learned_train``, the learned prior on (up to 10,000) training grids, scored the same way: its gap
 to ``learned`` shows how much the prior overfits.

@@ -10,7 +10,7 @@ bf16 on a GPU, several GPUs under ``accelerate launch``.
 
 Resuming is exact on the CPU: the checkpoint holds model, optimizer, step and every RNG,
 batches are a function of the step (``data.training.StepBatches``) and the learning rate
-a function of the step, so a killed run resumed with ``--resume`` ends with the weights
+a function of the step, so a killed run, resumed, ends with the weights
 of an uninterrupted one.
 """
 

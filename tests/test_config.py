@@ -46,7 +46,7 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
     ("stage1.steps=0", "'stage1.steps' must be at least 1"),
     ("stage1.compile=yes please", "'stage1.compile' must be bool"),
     ("steps=3", "must be SECTION.KEY"),
-    ("stage1.steps", "expects KEY=VALUE"),
+    ("stage1.steps", "must be KEY=VALUE"),
 ])
 def test_bad_values_are_errors_that_name_the_key(override, message):
     with pytest.raises(UserError, match=message.replace(".", r"\.").replace("(", r"\(").replace("[", r"\[")):

@@ -51,8 +51,11 @@ def test_an_unknown_or_missing_command_is_a_one_line_error(tmp_path):
     assert missing.returncode == 2 and "usage: vqprior COMMAND" in missing.stderr
 
 
-def test_vqprior_errors_are_one_line_with_exit_2(tmp_path):
-    one_line_error(vqprior("stage2", "evaluate", "--run", str(tmp_path / "nowhere"), cwd=tmp_path), "nowhere")
+def test_vqprior_errors_are_one_line_and_name_the_fix_in_its_own_words(tmp_path):
+    line = one_line_error(vqprior("stage2", "evaluate", "--run", str(tmp_path / "nowhere"), cwd=tmp_path), "nowhere")
+    assert line.endswith("train the prior: `vqprior stage2 train --run DIR`"), line
+    line = one_line_error(run_cli("stage2_prior", "evaluate", "--run", str(tmp_path / "nowhere"), cwd=tmp_path))
+    assert line.endswith("train the prior: `python -m stage2_prior train --run DIR`"), line
 
 
 def test_vqprior_runs_the_whole_job_from_a_folder_holding_data_py_and_pipeline_py(tmp_path):

@@ -7,6 +7,8 @@ import re
 import pytest
 import torch
 from data import UserError, load_config, save_config
+from data.cli import command_for, render
+from data.errors import MissingFile
 from data.datasets import save_image_grid
 from data.rundir import RunPaths
 from pipeline import sources
@@ -149,16 +151,19 @@ def test_missing_optional_inputs_skip_their_parts(tmp_path):
     assert metrics["bits_per_image"] is None and metrics["stage2"]["steps"] == 100  # from metrics.jsonl
 
 
-REQUIRED = {RunPaths(".").name(path): command for path, command in required(RunPaths(".")).items()}
+REQUIRED = {RunPaths(".").name(path): fix for path, fix in required(RunPaths(".")).items()}
 
 
 @pytest.mark.parametrize("name", sorted(REQUIRED))
-def test_a_missing_input_is_a_user_error_naming_the_file_and_the_command(tmp_path, name):
+def test_a_missing_input_is_a_user_error_naming_the_file_and_the_step_that_makes_it(tmp_path, name):
     run = make_run(tmp_path)
     (run / name).unlink()
-    with pytest.raises(UserError) as err:
+    with pytest.raises(MissingFile) as err:
         write_report(run)
-    assert name in str(err.value) and REQUIRED[name].split(" --")[0] in str(err.value)
+    fix = REQUIRED[name]
+    assert name in str(err.value) and err.value.fix is fix and str(err.value).endswith(fix.value)
+    assert "python -m" not in str(err.value)  # the API's words; the command line adds the command
+    assert render(err.value).endswith(f"{fix.value}: `{command_for(fix, run)}`")
     assert not (run / "report/index.html").exists() and not (run / "report/metrics.json").exists()
 
 

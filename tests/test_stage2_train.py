@@ -127,7 +127,8 @@ def test_conditional_prior_needs_labelled_codes(cli, tmp_path):
 
 
 def test_missing_code_files_are_reported(cli, tmp_path):
-    one_line_error(cli("stage2_prior", *train_args(tmp_path / "nowhere")), "not a run directory", "stage 1 first")
+    one_line_error(cli("stage2_prior", *train_args(tmp_path / "nowhere")), "not a run directory",
+                   "train stage 1: `python -m stage1_vqvae train --config FILE --run")
     assert not (tmp_path / "nowhere").exists()
     run = make_run(tmp_path / "run")
     (run / "codes" / "train.h5").unlink()
