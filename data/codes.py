@@ -18,6 +18,7 @@ complete; ``read_code_info`` / ``load_codes`` / ``CodeDataset`` validate everyth
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ import torch
 
 from .errors import BadFile, Fix, MissingFile, UserError
 from .io import WRITE_ERRORS, atomic_path, sha256_file, write_error
+from .provenance import KEY as PROVENANCE_KEY
 from .rundir import RunPaths
 
 FORMAT_VERSION = 1
@@ -76,7 +78,8 @@ class CodeWriter:
 
     def __init__(self, path: str | os.PathLike, *, num_embeddings: int, embedding_dim: int,
                  grid: tuple[int, int], dataset: str, split: str, stage1_checkpoint_sha256: str,
-                 has_labels: bool, distortion_dims: Optional[int] = None, distortion_likelihood: str = ""):
+                 has_labels: bool, distortion_dims: Optional[int] = None, distortion_likelihood: str = "",
+                 computed_from: Optional[dict] = None):
         self.num_embeddings = num_embeddings
         self.has_labels = has_labels
         self.has_distortion = distortion_dims is not None
@@ -99,6 +102,8 @@ class CodeWriter:
             self._distortion = self._file.create_dataset(
                 "distortion_bits", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(CHUNK_GRIDS * 16,))
             attrs.update(distortion_dims=int(distortion_dims), distortion_likelihood=distortion_likelihood)
+        if computed_from is not None:  # what the file was encoded from (data.provenance), as JSON text
+            attrs[PROVENANCE_KEY] = json.dumps(computed_from, sort_keys=True)
         self._file.attrs.update(attrs)
         self.count = 0
 
@@ -185,8 +190,7 @@ def read_code_info(path: str | os.PathLike, *, split: Optional[str] = None, num_
     except UserError:
         raise
     except Exception as exc:  # h5py raises OSError/KeyError variants for truncated files
-        raise BadFile(f"code file {path} is corrupt or truncated ({type(exc).__name__})", fix=Fix.ENCODE_AGAIN,
-                      **where) from None
+        raise corrupt(path, exc) from None
     if info.num_codes == 0:
         raise BadFile(f"{path} holds no code grids", advice="encode a non-empty split", fix=Fix.ENCODE, **where)
     if split is not None and info.split != split:
@@ -202,6 +206,12 @@ def read_code_info(path: str | os.PathLike, *, split: Optional[str] = None, num_
                       f"(sha256 {info.stage1_checkpoint_sha256[:12]}..., expected {stage1_checkpoint_sha256[:12]}...)",
                       fix=Fix.ENCODE_AGAIN, **where)
     return info
+
+
+def corrupt(path: Path, exc: Exception) -> BadFile:
+    """The error for a code file that h5py cannot read (truncated, damaged, not HDF5)."""
+    return BadFile(f"code file {path} is corrupt or truncated ({type(exc).__name__})", path=path,
+                   fix=Fix.ENCODE_AGAIN, run=RunPaths.holding(path))
 
 
 def _validate_schema(f: h5py.File, path: Path) -> CodeInfo:
@@ -248,8 +258,7 @@ def load_distortion(path: str | os.PathLike, **expect) -> Optional[Distortion]:
             bits = torch.from_numpy(f["distortion_bits"][...].astype(np.float64))
             dims, likelihood = int(f.attrs["distortion_dims"]), f.attrs.get("distortion_likelihood", "")
     except Exception as exc:
-        raise BadFile(f"code file {info.path} is corrupt or truncated ({type(exc).__name__})", path=info.path,
-                      fix=Fix.ENCODE_AGAIN, run=RunPaths.holding(info.path)) from None
+        raise corrupt(info.path, exc) from None
     if not torch.isfinite(bits).all() or dims < 1:
         raise BadFile(f"{info.path} holds invalid distortion bits", path=info.path, fix=Fix.ENCODE_AGAIN,
                       run=RunPaths.holding(info.path))
@@ -267,8 +276,7 @@ def load_codes(path: str | os.PathLike, **expect) -> tuple[torch.Tensor, Optiona
             codes = torch.from_numpy(f["codes"][...].astype(np.int64))
             labels = torch.from_numpy(f["labels"][...]) if info.has_labels else None
     except Exception as exc:
-        raise UserError(f"code file {info.path} is corrupt or truncated ({type(exc).__name__}); "
-                        "delete it and encode again") from None
+        raise corrupt(info.path, exc) from None
     if codes.numel() and int(codes.max()) >= info.num_embeddings:
         raise UserError(f"{info.path} holds code {int(codes.max())} >= K={info.num_embeddings}; the file is corrupt")
     if labels is not None and labels.numel() and int(labels.min()) < 0:

@@ -1,13 +1,14 @@
 """What a derived file was computed from, and whether it still is: the one rule for staleness.
 
-Every file a run derives from its models (``stage2/bits_per_code.json``, the sample grids,
-``report/quality.json``, ``report/metrics.json``) records a *fingerprint* of its sources:
+Every file a run derives (the code files, the feature classifier, ``stage2/bits_per_code.json``,
+the sample grids, ``report/quality.json``, ``report/metrics.json``) records a *fingerprint* of
+its sources:
 
     {"inputs": {"stage2/checkpoint.pt": "<sha256>", ...}, "settings": {...}}
 
-the SHA-256 of every run file it used (named relative to the run directory, ``RunPaths.name``) and the settings
-it was made with. JSON files hold it under the key ``computed_from``; PNG files in a text
-chunk of the same name. A derived file is *current* when its recorded fingerprint equals the
+the SHA-256 of every run file it used (named relative to the run directory, ``RunPaths.name``)
+and the settings it was made with, under the name ``computed_from`` (``recorded`` reads it from
+every kind of file). A derived file is *current* when its recorded fingerprint equals the
 one its sources give now; ``stale_reason`` says why not, in words a log can print
 ("stage-2 checkpoint changed since bits_per_code.json").
 """
@@ -41,7 +42,11 @@ def fingerprint(paths: RunPaths, inputs: list[Path], settings: Optional[dict] = 
 
 
 def recorded(path: str | os.PathLike) -> Optional[dict]:
-    """The fingerprint a derived JSON or PNG file holds, or None (missing, unreadable or unstamped)."""
+    """The fingerprint a derived file holds, or None (missing, unreadable or unstamped).
+
+    JSON files hold it under ``computed_from``, PNG files in a text chunk, checkpoints as an
+    entry and HDF5 code files as an attribute (JSON text), all of that name.
+    """
     path = Path(path)
     try:
         if path.suffix == ".png":
@@ -49,10 +54,21 @@ def recorded(path: str | os.PathLike) -> Optional[dict]:
 
             with Image.open(path) as image:
                 text = image.text.get(KEY)  # type: ignore[attr-defined]
-            return json.loads(text) if text else None
-        obj = json.loads(path.read_text())
-        return obj.get(KEY) if isinstance(obj, dict) else None
-    except (OSError, ValueError, SyntaxError):
+        elif path.suffix == ".h5":
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                text = f.attrs.get(KEY)
+        elif path.suffix == ".pt":
+            import torch
+
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            return state.get(KEY) or None if isinstance(state, dict) else None
+        else:
+            obj = json.loads(path.read_text())
+            return obj.get(KEY) if isinstance(obj, dict) else None
+        return json.loads(text) if text else None
+    except Exception:  # noqa: BLE001 - an unreadable file is simply not current (PIL, h5py, torch raise many types)
         return None
 
 

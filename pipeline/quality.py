@@ -36,9 +36,9 @@ from tqdm import tqdm
 
 from data import Config, load_split, to_model_range
 from data.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from data.errors import UserError
+from data.errors import BadFile
 from data.io import write_json
-from data.provenance import KEY
+from data.provenance import KEY, fingerprint, stale_reason
 from data.rundir import RunPaths
 from data.training import StepBatches, cosine_lr, seed_everything
 
@@ -159,21 +159,22 @@ def accuracy(classifier: FeatureClassifier, images: torch.Tensor, labels: torch.
 
 
 def save_classifier(classifier: FeatureClassifier, path: str | Path, val_accuracy: float,
-                    settings: dict | None = None) -> None:
-    """Atomically save weights, constructor arguments, val accuracy and the settings it was trained with."""
+                    computed_from: dict | None = None) -> None:
+    """Atomically save weights, constructor arguments, val accuracy and what it was trained from."""
     save_checkpoint(path, "classifier", model={k: v.detach().cpu() for k, v in classifier.state_dict().items()},
-                    model_config=classifier.config, val_accuracy=float(val_accuracy), settings=settings or {})
+                    model_config=classifier.config, val_accuracy=float(val_accuracy), **{KEY: computed_from or {}})
 
 
-def load_classifier(path: str | Path) -> tuple[FeatureClassifier, dict]:
-    """(classifier in eval mode on the CPU, the checkpoint's other entries); loads with weights_only."""
-    state = load_checkpoint(path, "classifier", ("val_accuracy", "settings"))
+def load_classifier(path: str | Path) -> tuple[FeatureClassifier, float]:
+    """(classifier in eval mode on the CPU, its val accuracy); loads with weights_only."""
+    state = load_checkpoint(path, "classifier", ("val_accuracy",))
     try:
         classifier = FeatureClassifier(**state["model_config"])
     except TypeError:
-        raise UserError(f"{path} holds a feature classifier of another version; delete it to train a new one") from None
+        raise BadFile(f"{path} holds a feature classifier of another version", path=path,
+                      advice="delete it to train a new one") from None
     load_weights(classifier, state["model"], path)
-    return classifier.eval(), {"val_accuracy": state["val_accuracy"], "settings": state["settings"]}
+    return classifier.eval(), state["val_accuracy"]
 
 
 def classifier_settings(cfg: Config) -> dict:
@@ -187,23 +188,24 @@ def classifier_settings(cfg: Config) -> dict:
 
 def load_or_train_classifier(paths: RunPaths, cfg: Config, device: str | torch.device = "cpu",
                              log: Callable[[str], None] = print) -> tuple[FeatureClassifier, float]:
-    """(classifier, val accuracy): reuse the run's classifier, or train one on the train split and save it.
+    """(classifier, val accuracy): reuse the run's classifier while current, else train one on the train split.
 
-    A checkpoint trained with other data settings, steps or seed is replaced, not reused.
+    Current means trained with these data settings, steps and seed (the ``data.provenance`` rule);
+    any other saved classifier, or an unreadable one, is replaced.
     """
-    path = paths.classifier_checkpoint
-    settings = classifier_settings(cfg)
+    path, expected = paths.classifier_checkpoint, fingerprint(paths, [], classifier_settings(cfg))
+    why = stale_reason(path, expected)
+    if why is None:
+        classifier, val_accuracy = load_classifier(path)
+        return classifier.to(device), val_accuracy
     if path.is_file():
-        classifier, info = load_classifier(path)
-        if info["settings"] == settings:
-            return classifier.to(device), info["val_accuracy"]
-        log(f"{path} was trained with other settings; training a new feature classifier")
+        log(f"{path}: {why}; training a new feature classifier")
     train, val = load_split(cfg.data, "train"), load_split(cfg.data, "val")
     classifier = train_classifier(train.images, train.labels, train.num_classes or None,
                                   steps=cfg.sample.classifier_steps, seed=cfg.sample.classifier_seed, device=device,
                                   progress=True)
     val_accuracy = accuracy(classifier, val.images, val.labels)
-    save_classifier(classifier, path, val_accuracy, settings)
+    save_classifier(classifier, path, val_accuracy, expected)
     log(f"feature classifier ({classifier.task}): val accuracy {val_accuracy:.3f}, saved to {path}")
     return classifier, val_accuracy
 

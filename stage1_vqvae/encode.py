@@ -22,9 +22,9 @@ from typing import Iterable, Optional
 import torch
 from tqdm import tqdm
 
-from data import CodeWriter, load_split, read_code_info, to_model_range
-from data.errors import UserError
+from data import CodeWriter, load_split, to_model_range
 from data.io import sha256_file
+from data.provenance import fingerprint, stale_reason
 from data.rundir import RunPaths, run_config
 from data.training import make_accelerator, process_count, process_rank
 
@@ -36,7 +36,8 @@ DISTORTION_SPLITS = ("val",)  # splits whose code files carry each image's disto
 
 def encode_batches(model: VQVAE, batches: Iterable[tuple[torch.Tensor, Optional[torch.Tensor]]], path: Path, *,
                    grid: tuple[int, int], dataset: str, split: str, checkpoint_sha256: str, has_labels: bool,
-                   device: torch.device, total: Optional[int] = None, distortion_dims: Optional[int] = None) -> int:
+                   device: torch.device, total: Optional[int] = None, distortion_dims: Optional[int] = None,
+                   computed_from: Optional[dict] = None) -> int:
     """Stream (uint8 images, labels) batches through ``model.encode`` into ``path``; returns N.
 
     With ``distortion_dims`` (C*H*W) each image's distortion bits are stored beside its grid.
@@ -49,7 +50,7 @@ def encode_batches(model: VQVAE, batches: Iterable[tuple[torch.Tensor, Optional[
     writer = CodeWriter(path, num_embeddings=model.num_embeddings, embedding_dim=model.quantizer.embedding_dim,
                         grid=grid, dataset=dataset, split=split, stage1_checkpoint_sha256=checkpoint_sha256,
                         has_labels=has_labels, distortion_dims=distortion_dims,
-                        distortion_likelihood=model.likelihood) if rank == 0 else None
+                        distortion_likelihood=model.likelihood, computed_from=computed_from) if rank == 0 else None
     with writer or contextlib.nullcontext():
         for images, labels in tqdm(batches, total=total, desc=f"encode {split}", unit="batch", leave=False,
                                    disable=rank != 0):
@@ -83,10 +84,12 @@ def gather_shares(codes: torch.Tensor, bits: Optional[torch.Tensor], n: int, wor
 
 
 def encode_run(run_dir: Path, split: str = "all", force: bool = False, batch_size: int = 1000) -> list[Path]:
-    """Write ``run_dir/codes/{split}.h5`` for the requested splits; skip files already up to date.
+    """Write the run's code file of each requested split; skip files already up to date.
 
-    A file is up to date when it was encoded from this stage-1 checkpoint, for this split, and
-    holds one grid per image of the split; anything else is re-encoded.
+    A file is up to date when the fingerprint it records (``code_sources``, ``data.provenance``)
+    is the current one: encoded from this stage-1 checkpoint, for this split, one grid per image,
+    with distortion bits where they can be measured. Anything else, and everything with
+    ``force``, is encoded again.
     """
     paths = RunPaths(run_dir)
     config = run_config(paths)
@@ -99,12 +102,13 @@ def encode_run(run_dir: Path, split: str = "all", force: bool = False, batch_siz
         path = paths.codes(name)
         data = load_split(config.data, name)
         distortion = model.can_measure_distortion and name in DISTORTION_SPLITS
-        stale = None if force or not path.exists() else why_stale(path, sha, name, len(data), distortion)
-        if path.exists() and not force and stale is None:
+        sources = code_sources(paths, name, len(data), distortion)
+        stale = stale_reason(path, sources)
+        if stale is None and not force:
             say(f"{path} is up to date ({len(data)} grids)")
             written.append(path)
             continue
-        if stale:
+        if stale is not None and path.exists():
             say(f"{path}: {stale}; encoding again")
         grid = model.grid_size(tuple(data.images.shape[-2:]))
         label_batches = data.labels.split(batch_size) if data.labels is not None else [None] * len(data)
@@ -112,25 +116,14 @@ def encode_run(run_dir: Path, split: str = "all", force: bool = False, batch_siz
         dims = math.prod(data.images.shape[1:]) if distortion else None
         n = encode_batches(model, batches, path, grid=grid, dataset=config.data.dataset, split=name,
                            checkpoint_sha256=sha, has_labels=data.labels is not None, device=device,
-                           total=-(-len(data) // batch_size), distortion_dims=dims)
+                           total=-(-len(data) // batch_size), distortion_dims=dims, computed_from=sources)
         say(f"wrote {path}: {n} grids of {grid[0]}x{grid[1]} codes")
         written.append(path)
     return written
 
 
-def why_stale(path: Path, sha: str, split: str, num_images: int, distortion: bool = False) -> str | None:
-    """Why an existing code file does not match this checkpoint and split (None: it does).
-
-    With ``distortion``, a file without the per-image distortion bits is stale too.
-    """
-    try:
-        info = read_code_info(path)
-    except UserError as exc:
-        return str(exc).split(";")[0]
-    if info.stage1_checkpoint_sha256 != sha:
-        return "encoded with another stage-1 checkpoint"
-    if info.split != split or info.num_codes != num_images:
-        return f"holds {info.num_codes} grids of split '{info.split}', not the {num_images} images of '{split}'"
-    if distortion and not info.has_distortion:
-        return "holds no distortion bits"
-    return None
+def code_sources(paths: RunPaths, split: str, num_images: int, distortion: bool) -> dict:
+    """What a code file is computed from: the stage-1 checkpoint, the split and its size, and whether
+    it carries each image's distortion bits."""
+    return fingerprint(paths, [paths.stage1_checkpoint], {"split": split, "images": num_images,
+                                                          "distortion": distortion})

@@ -16,6 +16,7 @@ from data.codes import CHUNK_GRIDS
 from data.datasets import to_model_range
 from data.errors import UserError
 from data.io import sha256_file
+from data.provenance import recorded
 from stage1_vqvae import VQVAE
 
 
@@ -158,13 +159,29 @@ def test_code_files_of_another_checkpoint_or_split_are_encoded_again(tiny_run, c
     ckpt["step"] += 1  # a different checkpoint file
     torch.save(ckpt, tiny_run / "stage1" / "checkpoint.pt")
     result = cli("stage1_vqvae", "encode", "--run", str(tiny_run))
-    assert result.returncode == 0 and "encoded with another stage-1 checkpoint; encoding again" in result.stdout
+    assert result.returncode == 0 and "train.h5: stage-1 checkpoint changed since train.h5; encoding again" \
+        in result.stdout
     assert read_code_info(tiny_run / "codes" / "val.h5").stage1_checkpoint_sha256 == \
         sha256_file(tiny_run / "stage1" / "checkpoint.pt")
     shutil.copy(tiny_run / "codes" / "train.h5", tiny_run / "codes" / "val.h5")  # train copied over val
     result = cli("stage1_vqvae", "encode", "--run", str(tiny_run))
-    assert result.returncode == 0 and "split 'train', not the 1000 images of 'val'" in result.stdout
+    assert result.returncode == 0 and "val.h5: settings distortion, images, split changed since val.h5; " \
+        "encoding again" in result.stdout, result.stdout
     assert read_code_info(tiny_run / "codes" / "val.h5", split="val").num_codes == 1000
+    result = cli("stage1_vqvae", "encode", "--run", str(tiny_run))
+    assert result.returncode == 0 and "encoding again" not in result.stdout  # now current: kept
+
+
+def test_a_code_file_that_records_no_sources_or_is_damaged_is_encoded_again(tiny_run, cli):
+    val = tiny_run / "codes" / "val.h5"
+    with h5py.File(val, "a") as f:
+        del f.attrs["computed_from"]
+    (tiny_run / "codes" / "train.h5").write_bytes(b"not HDF5")
+    result = cli("stage1_vqvae", "encode", "--run", str(tiny_run))
+    assert result.returncode == 0, result.stderr
+    assert "val.h5: val.h5 does not record what it was computed from; encoding again" in result.stdout
+    assert "train.h5: train.h5 does not record what it was computed from; encoding again" in result.stdout
+    assert recorded(val)["inputs"] == {"stage1/checkpoint.pt": sha256_file(tiny_run / "stage1" / "checkpoint.pt")}
 
 
 def test_encode_cli_errors(tiny_run, cli):

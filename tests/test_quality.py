@@ -8,6 +8,7 @@ import torch
 
 from data import ImageSet, load_config, load_split, to_model_range
 from data.config import DataConfig
+from data.provenance import recorded
 from data.rundir import RunPaths
 from pipeline import quality
 from pipeline.quality import (FeatureClassifier, accuracy, features, frechet_distance, load_classifier,
@@ -106,13 +107,14 @@ def test_save_load_round_trip_gives_identical_features(tmp_path, fashion):
     _, val = fashion
     classifier = train_classifier(val.images, val.labels, 10, steps=3, batch_size=32, seed=0)
     path = tmp_path / "classifier" / "checkpoint.pt"
-    save_classifier(classifier, path, val_accuracy=0.5, settings={"steps": 3})
+    save_classifier(classifier, path, val_accuracy=0.5, computed_from={"inputs": {}, "settings": {"steps": 3}})
     assert set(torch.load(path, weights_only=True)) >= {"model", "model_config", "val_accuracy"}
-    loaded, info = load_classifier(path)
+    loaded, val_accuracy = load_classifier(path)
     x = to_model_range(val.images[:64])
     a, b = features(classifier, x), features(loaded, x)
     assert a.dtype == torch.float64 and a.shape == (64, 128)
-    assert torch.equal(a, b) and info == {"val_accuracy": 0.5, "settings": {"steps": 3}}
+    assert torch.equal(a, b) and val_accuracy == 0.5
+    assert recorded(path) == {"inputs": {}, "settings": {"steps": 3}}  # the provenance rule reads it
 
 
 # ---------------------------------------------------------------- the run's classifier and quality.json
