@@ -12,12 +12,15 @@ NMSE divides the mean squared error by the variance of the training images in th
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import gzip
+import json
 import struct
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -100,10 +103,37 @@ def on_device(images, device):
     return images.to(device) if torch.is_tensor(images) else images
 
 
+_kept: Optional[dict[tuple[str, str], ImageSet]] = None  # the splits read inside ``splits_read_once``
+
+
+@contextlib.contextmanager
+def splits_read_once() -> Iterator[None]:
+    """Inside the block, ``load_split`` reads each split once and hands the same ``ImageSet`` out again.
+
+    The steps of a whole run share their splits this way (they never change one in place);
+    outside it every call reads afresh, so a folder changed between calls is seen.
+    """
+    global _kept
+    outer, _kept = _kept, ({} if _kept is None else _kept)
+    try:
+        yield
+    finally:
+        _kept = outer
+
+
 def load_split(cfg: DataConfig, split: str) -> ImageSet:
     """The ``train`` or ``val`` split of the configured dataset, resized/converted as configured."""
     if split not in ("train", "val"):
         raise UserError(f"split must be 'train' or 'val', got {split!r}")
+    if _kept is None:
+        return _read_split(cfg, split)
+    key = (json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str), split)
+    if key not in _kept:
+        _kept[key] = _read_split(cfg, split)
+    return _kept[key]
+
+
+def _read_split(cfg: DataConfig, split: str) -> ImageSet:
     loaders = {
         "fashion_mnist_embedded": _embedded_fashion_mnist,
         "fashion_mnist": _idx_dataset,

@@ -146,8 +146,9 @@ def resolve_config(run_dir: str | os.PathLike, config_file: Optional[str], overr
     return config
 
 
-def run_config(paths: RunPaths) -> Config:
+def run_config(run: RunPaths | str | os.PathLike) -> Config:
     """The config a begun run saved: what commands that only read a run use."""
+    paths = run if isinstance(run, RunPaths) else RunPaths(run)
     if not paths.config.is_file():
         raise MissingFile(f"{paths.root} is not a run directory (no {paths.config.name})", path=paths.config,
                           fix=Fix.TRAIN_STAGE1, run=paths.root)

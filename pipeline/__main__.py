@@ -253,7 +253,7 @@ def command_fid(args) -> None:
     print(f"Inception FID ({result['images']} images per set, {result['seconds']:.0f} s): " + ", ".join(
         f"{k.removeprefix('fid_inception_')} {v:.2f}" for k, v in result.items() if k.startswith("fid_inception_")))
     if paths.metrics.is_file():
-        write_report(paths.root)
+        write_report(paths.root, config)
         print(f"report updated: {paths.index}")
 
 
@@ -273,7 +273,7 @@ def main(argv=None, prog: str = "python -m pipeline") -> int:
         from .report import write_report
 
         with run_lock(args.run):
-            metrics = write_report(Path(args.run))
+            metrics = write_report(args.run, run_config(args.run))
         print(f"wrote {RunPaths(args.run).index} (learned prior: "
               f"{metrics['bits_per_code']['learned']:.3f} bits per code)")
     return 0

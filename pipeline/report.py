@@ -1,6 +1,6 @@
 """The prior study report: ``metrics.json``, the plots and ``index.html`` of a finished run (``RunPaths.report``).
 
-``write_report(run_dir)`` only reads files of the run directory, so it can be re-run at any time
+``write_report(run_dir, config)`` only reads files of the run directory, so it can be re-run at any time
 without touching a model: read the run (``results``) -> compute the numbers (``metrics``) ->
 draw the curves (``plots``) -> write one self-contained page (``html``).
 """
@@ -8,6 +8,7 @@ draw the curves (``plots``) -> write one self-contained page (``html``).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from data.io import write_json, write_text
 from data.provenance import KEY, fingerprint
@@ -15,6 +16,7 @@ from data.provenance import KEY, fingerprint
 from .html import render_html
 from .metrics import build_metrics
 from .plots import plot_bits_per_dim, plot_codebook_usage, plot_stage1_curves, plot_stage2_curves
+from data.config import Config
 from data.rundir import RunPaths
 
 from .html import render_html
@@ -25,9 +27,12 @@ from .results import RunFiles, read_run, required
 __all__ = ["write_report"]
 
 
-def write_report(run_dir: str | Path) -> dict:
-    """Write the run's ``metrics.json``, the plots and ``index.html``; return the metrics."""
-    files = read_run(RunPaths(run_dir))
+def write_report(run_dir: str | Path, config: Optional[Config] = None) -> dict:
+    """Write the run's ``metrics.json``, the plots and ``index.html``; return the metrics.
+
+    ``config`` is the run's (its saved one when not given).
+    """
+    files = read_run(RunPaths(run_dir), config)
     metrics = build_metrics(files)
     paths = files.paths
     plots = {

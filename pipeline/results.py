@@ -6,13 +6,14 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-from data.config import Config, load_config
+from data.config import Config
 from data.cli import command_for
 from data.errors import Fix, MissingFile, OutOfDate, UserError
 from data.io import read_jsonl
 from data.provenance import recorded, stale_reason
-from data.rundir import RunPaths
+from data.rundir import RunPaths, run_config
 from stage2_prior import PRIORS
 
 from . import sources
@@ -49,15 +50,16 @@ class RunFiles:
     neighbours: dict | None = None  # {"typical", "closest"}: the nearest-training-image pictures that exist
 
 
-def read_run(paths: RunPaths) -> RunFiles:
-    """Check that every required input exists, then read and cross-check them."""
+def read_run(paths: RunPaths, config: Optional[Config] = None) -> RunFiles:
+    """Check that every required input exists, then read and cross-check them (``config``: the run's,
+    its saved one when not given)."""
     run = paths.root
     if not run.is_dir():
         raise UserError(f"run directory not found: {run}")
     for path, fix in required(paths).items():
         if not path.is_file():
             raise MissingFile(f"{path} is missing", path=path, fix=fix, run=run)
-    config = load_config(paths.config)
+    config = config or run_config(paths)
     stale = sources.stale_parts(paths, config)
     if stale:
         path, why = stale[0]

@@ -26,7 +26,7 @@ import torch
 
 from data import Config, load_split, to_model_range
 from data.codes import load_codes
-from data.datasets import save_image_grid
+from data.datasets import save_image_grid, splits_read_once
 from data.io import write_json
 from data.provenance import stale_reason
 from data.rundir import RunPaths, commit_config, prior_steps, read_summary_steps, run_lock
@@ -57,7 +57,7 @@ def run(config: Config, run_dir: Path, resume: bool = False) -> dict:
     main = is_main_process()
     if config.sample.inception_fid is True:
         weights_file()  # a missing fid extra is an error now, not after training
-    with run_lock(run_dir, main):
+    with run_lock(run_dir, main), splits_read_once():
         return _run(config, RunPaths(run_dir), resume, main)
 
 
@@ -82,7 +82,7 @@ def _run(config: Config, paths: RunPaths, resume: bool, main: bool) -> dict:
     stage2_steps = read_summary_steps(paths.stage2_summary)
     step("stage 1: VQ-VAE", None if paths.stage1_summary.is_file() else "training",
          lambda: train_stage1(config, run_dir, resume=paths.stage1_checkpoint.exists()), everyone=True)
-    step("encode", "encoding if not up to date", lambda: encode_run(run_dir, "all"), everyone=True)
+    step("encode", "encoding if not up to date", lambda: encode_run(run_dir, config), everyone=True)
     target = prior_steps(paths, config)  # read once the codes exist
     step("stage 2: prior", None if stage2_steps == target else
          ("training" if stage2_steps is None else f"continuing from {stage2_steps} to {target} steps"),
@@ -90,7 +90,7 @@ def _run(config: Config, paths: RunPaths, resume: bool, main: bool) -> dict:
     if not main:
         return {}
     commit_config(run_dir, config)  # sample settings may have changed on resume
-    step("evaluate priors", stale_reason(paths.bits, sources.bits(paths)), lambda: evaluate_prior(run_dir))
+    step("evaluate priors", stale_reason(paths.bits, sources.bits(paths)), lambda: evaluate_prior(run_dir, config))
     pipe = VQPriorPipeline.from_run(run_dir, config.run.device)
     samples_stale = next((why for grid in sources.sample_grids(paths, config)
                           if (why := stale_reason(grid, sources.samples(paths, config)))), None)
@@ -101,7 +101,7 @@ def _run(config: Config, paths: RunPaths, resume: bool, main: bool) -> dict:
         n = config.sample.fd_samples
         step("inception FID", stale_reason(paths.inception_fid, sources.inception(paths, config, n)),
              lambda: write_inception_fid(pipe, config, paths, n))
-    metrics = write_report(run_dir)
+    metrics = write_report(run_dir, config)
     say(f"[report] {paths.index}  ({', '.join(f'{k} {v}s' for k, v in timings.items())})")
     return metrics
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from data.cli import ArgumentParser, add_config_arguments, run_main
 from data.errors import UserError
-from data.rundir import RunPaths, resolve_config, run_lock
+from data.rundir import RunPaths, resolve_config, run_config, run_lock
 from data.training import is_main_process
 
 
@@ -43,7 +43,7 @@ def main(argv=None, prog: str = "python -m stage1_vqvae") -> int:
         if args.batch_size < 1:
             raise UserError("--batch-size must be at least 1")
         with run_lock(run_dir, is_main_process()):
-            encode_run(run_dir, args.split, force=args.force, batch_size=args.batch_size)
+            encode_run(run_dir, run_config(run_dir), args.split, force=args.force, batch_size=args.batch_size)
     return 0
 
 

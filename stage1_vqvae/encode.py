@@ -22,7 +22,7 @@ from typing import Iterable, Optional
 import torch
 from tqdm import tqdm
 
-from data import CodeWriter, load_split, to_model_range
+from data import CodeWriter, Config, load_split, to_model_range
 from data.io import sha256_file
 from data.provenance import fingerprint, stale_reason
 from data.rundir import RunPaths, run_config
@@ -83,16 +83,17 @@ def gather_shares(codes: torch.Tensor, bits: Optional[torch.Tensor], n: int, wor
     return gather(codes), (gather(bits) if bits is not None else None)
 
 
-def encode_run(run_dir: Path, split: str = "all", force: bool = False, batch_size: int = 1000) -> list[Path]:
+def encode_run(run_dir: Path, config: Optional[Config] = None, split: str = "all", force: bool = False,
+               batch_size: int = 1000) -> list[Path]:
     """Write the run's code file of each requested split; skip files already up to date.
 
     A file is up to date when the fingerprint it records (``code_sources``, ``data.provenance``)
     is the current one: encoded from this stage-1 checkpoint, for this split, one grid per image,
     with distortion bits where they can be measured. Anything else, and everything with
-    ``force``, is encoded again.
+    ``force``, is encoded again. ``config`` is the run's (its saved one when not given).
     """
     paths = RunPaths(run_dir)
-    config = run_config(paths)
+    config = config or run_config(paths)
     device = make_accelerator("no", config.run.device).device
     model = VQVAE.from_checkpoint(paths.stage1_checkpoint, map_location=device)
     sha = sha256_file(paths.stage1_checkpoint)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from data.cli import ArgumentParser, add_config_arguments, run_main
-from data.rundir import RunPaths, resolve_config, run_lock
+from data.rundir import RunPaths, resolve_config, run_config, run_lock
 from data.training import is_main_process
 
 from .evaluate import evaluate
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m stage2_prior") ->
             train(config, args.run, args.resume)
     elif main_process:
         with run_lock(args.run):
-            evaluate(args.run)
+            evaluate(args.run, run_config(args.run))
     return 0
 
 

@@ -39,7 +39,8 @@ from data.codes import load_codes, load_distortion
 from data.errors import UserError
 from data.io import write_json
 from data.provenance import KEY, fingerprint
-from data.rundir import RunPaths
+from data.config import Config
+from data.rundir import RunPaths, run_config
 from data.training import resolve_device
 
 from .baselines import PRIORS, MarginalPrior, UniformPrior
@@ -68,9 +69,13 @@ def bits_per_code(prior: nn.Module, codes: torch.Tensor, labels: Optional[torch.
     return total / (codes.numel() * math.log(2))
 
 
-def evaluate(run_dir: str | os.PathLike) -> dict:
-    """Bits per val code under the learned, marginal and uniform priors; printed and saved as JSON."""
+def evaluate(run_dir: str | os.PathLike, config: Optional[Config] = None) -> dict:
+    """Bits per val code under the learned, marginal and uniform priors; printed and saved as JSON.
+
+    ``config`` is the run's (its saved one when not given): it says the device.
+    """
     paths = RunPaths(run_dir)
+    config = config or run_config(paths)
     sources = fingerprint(paths, bits_inputs(paths))
     state = load_prior_checkpoint(paths.stage2_checkpoint)
     k = state["num_embeddings"]
@@ -79,7 +84,7 @@ def evaluate(run_dir: str | os.PathLike) -> dict:
     if state["num_classes"] and labels is None:
         raise UserError(f"the prior is class-conditional but {paths.codes('val')} has no labels; "
                         "encode a labelled dataset")
-    device = resolve_device(state["config"]["run"]["device"])
+    device = resolve_device(config.run.device)
     learned = GatedPixelCNN.from_state(state, paths.stage2_checkpoint).to(device)
     train_codes, train_labels, _ = load_codes(paths.codes("train"), split="train", num_embeddings=k,
                                               grid=tuple(state["grid"]),

@@ -52,10 +52,15 @@ def test_an_unknown_or_missing_command_is_a_one_line_error(tmp_path):
 
 
 def test_vqprior_errors_are_one_line_and_name_the_fix_in_its_own_words(tmp_path):
-    line = one_line_error(vqprior("stage2", "evaluate", "--run", str(tmp_path / "nowhere"), cwd=tmp_path), "nowhere")
-    assert line.endswith("train the prior: `vqprior stage2 train --run DIR`"), line
-    line = one_line_error(run_cli("stage2_prior", "evaluate", "--run", str(tmp_path / "nowhere"), cwd=tmp_path))
-    assert line.endswith("train the prior: `python -m stage2_prior train --run DIR`"), line
+    nowhere = tmp_path / "nowhere"
+    line = one_line_error(vqprior("stage2", "evaluate", "--run", str(nowhere), cwd=tmp_path), "not a run directory")
+    assert line.endswith(f"train stage 1: `vqprior stage1 train --config FILE --run {nowhere}`"), line
+    line = one_line_error(run_cli("stage2_prior", "evaluate", "--run", str(nowhere), cwd=tmp_path))
+    assert line.endswith(f"train stage 1: `python -m stage1_vqvae train --config FILE --run {nowhere}`"), line
+    (nowhere / "config.yaml").parent.mkdir()
+    (nowhere / "config.yaml").write_text("{}")
+    line = one_line_error(vqprior("stage2", "evaluate", "--run", str(nowhere), cwd=tmp_path))
+    assert line.endswith(f"train the prior: `vqprior stage2 train --run {nowhere}`"), line
 
 
 def test_vqprior_runs_the_whole_job_from_a_folder_holding_data_py_and_pipeline_py(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY, run_cli
+from conftest import FAST, TINY, run_cli
 from data import load_config, load_codes
 from data.errors import UserError
 from pipeline import VQPriorPipeline
@@ -163,3 +163,20 @@ def test_report_command_rewrites_the_report(finished_run, cli):
     (finished_run / "report" / "index.html").unlink()
     result = cli("pipeline", "report", "--run", str(finished_run))
     assert result.returncode == 0 and (finished_run / "report" / "index.html").is_file()
+
+
+def test_a_whole_run_reads_each_split_once(tmp_path, monkeypatch):
+    """The steps of a run share one config and one read of each split (``data.load_split``)."""
+    from data import datasets
+
+    reads = []
+    read = datasets._read_split
+
+    def counting(cfg, split):
+        reads.append(split)
+        return read(cfg, split)
+
+    monkeypatch.setattr(datasets, "_read_split", counting)
+    run_module.run(load_config(TINY, FAST), tmp_path / "run")
+    assert sorted(reads) == ["train", "val"]
+    assert (tmp_path / "run" / "report" / "index.html").is_file()
