@@ -4,7 +4,7 @@ A prior that sampled exactly the distribution of the training codes would produc
 training grids. This measures, in the run's own feature space and against the same val images
 as the quality step, the FD of several random sets of decoded training codes (a perfect prior's
 draws) and of the raw training images (a perfect generator's draws), beside the floor, with
-``pipeline.quality.sample_quality``: the mean of the sets and every set under ``fd_by_draw``.
+``pipeline.frechet.sample_quality``: the mean of the sets and every set under ``fd_by_draw``.
 
     python benchmarks/fd_reference_probe.py RUN [SETS]
     python benchmarks/fd_reference_probe.py runs/quiet6 5
@@ -22,7 +22,8 @@ from data.codes import load_codes  # noqa: E402
 from data.config import load_config  # noqa: E402
 from data.rundir import RunPaths  # noqa: E402
 from pipeline.pipeline import VQPriorPipeline  # noqa: E402
-from pipeline.quality import load_or_train_classifier, sample_quality  # noqa: E402
+from pipeline.classifier import load_or_train_classifier  # noqa: E402
+from pipeline.frechet import sample_quality  # noqa: E402
 
 
 def main(run: str, sets: str = "5") -> None:

@@ -18,7 +18,8 @@ from data import load_split  # noqa: E402
 from data.config import load_config  # noqa: E402
 from data.rundir import RunPaths  # noqa: E402
 from pipeline.pipeline import VQPriorPipeline  # noqa: E402
-from pipeline.quality import accuracy, sample_quality, train_classifier  # noqa: E402
+from pipeline.classifier import accuracy, train_classifier  # noqa: E402
+from pipeline.frechet import sample_quality  # noqa: E402
 from pipeline.run import fd_image_sets, learned_draws  # noqa: E402
 
 

@@ -6,7 +6,7 @@ A checkpoint is a dict of tensors and plain Python data, loadable with
 
 * ``stage1``: the VQ-VAE (``stage1_vqvae.VQVAE.from_checkpoint``), resumable;
 * ``stage2``: the gated PixelCNN prior (``stage2_prior.GatedPixelCNN.from_checkpoint``), resumable;
-* ``classifier``: the feature classifier of the Fréchet distance (``pipeline.quality``).
+* ``classifier``: the feature classifier of the Fréchet distance (``pipeline.classifier``).
 
 Every checkpoint holds ``model`` (a state dict) and ``model_config`` (``asdict`` of the
 model's config dataclass); the rest depends on the kind. Files are written atomically and

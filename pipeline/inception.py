@@ -92,7 +92,7 @@ def inception_features(images: torch.Tensor, device: str | torch.device = "cpu",
 def inception_fid(real: torch.Tensor, generated: Mapping[str, torch.Tensor],
                   device: str | torch.device = "cpu") -> dict[str, float]:
     """{"fid_inception_<name>": FID(real, generated[name])} for model-range image sets."""
-    from .quality import frechet_distance
+    from .frechet import frechet_distance
 
     real_features = inception_features(real, device)
     return {f"fid_inception_{name}": frechet_distance(real_features, inception_features(images, device))

@@ -5,7 +5,7 @@ The numbers compared (see SPEC.md):
 * bits per code: mean -log2 p(code) of the held-out codes under the learned PixelCNN prior,
   the marginal prior (independent codes with the training frequencies) and the uniform prior
   (log2 K); the ratio to uniform is the share of the uniform prior's code length still needed;
-* Fréchet distance (pipeline/quality.py) of decoded samples of each prior to real val images,
+* Fréchet distance (pipeline/frechet.py) of decoded samples of each prior to real val images,
   with the decoded val codes (stage-1 reconstructions) as the floor a perfect prior reaches;
 * bits per dimension: the negative ELBO per sub-pixel of the val images, stage 1's distortion
   plus each prior's rate (stage2_prior/evaluate.py), an upper bound on -log2 p(x) / (C H W);

@@ -10,13 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from data.config import Config
 from data.io import write_json, write_text
 from data.provenance import KEY, fingerprint
-
-from .html import render_html
-from .metrics import build_metrics
-from .plots import plot_bits_per_dim, plot_codebook_usage, plot_stage1_curves, plot_stage2_curves
-from data.config import Config
 from data.rundir import RunPaths
 
 from .html import render_html

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import torch
 
@@ -28,7 +28,7 @@ from data import Config, load_split, to_model_range
 from data.codes import load_codes
 from data.datasets import save_image_grid, splits_read_once
 from data.io import write_json
-from data.provenance import stale_reason
+from data.provenance import KEY, stale_reason
 from data.rundir import RunPaths, commit_config, prior_steps, read_summary_steps, run_lock
 from data.training import is_main_process, wait_for_everyone
 from stage1_vqvae.encode import encode_run
@@ -40,7 +40,8 @@ from . import sources
 from .inception import PACKAGE, WEIGHTS, inception_enabled, inception_fid, weights_file
 from .novelty import measure_novelty, neighbour_rows
 from .pipeline import PRIORS, VQPriorPipeline
-from .quality import features, load_or_train_classifier, write_quality
+from .classifier import features, load_or_train_classifier
+from .frechet import sample_quality
 from .report import write_report
 
 # Distinct generator seeds per use, all derived from run.seed.
@@ -183,6 +184,33 @@ def learned_draws(pipe: VQPriorPipeline, config: Config, first: torch.Tensor) ->
     s, seed = config.sample, config.run.seed * 1000 + SEED_FD
     return [first] + [pipe(len(first), "learned", temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                            seed=seed + 10 * draw).images for draw in range(1, s.fd_draws)]
+
+
+def write_quality(paths: RunPaths, config: Config, real: torch.Tensor,
+                  generated: Mapping[str, torch.Tensor | list[torch.Tensor]],
+                  device: str | torch.device = "cpu", log: Callable[[str], None] = print,
+                  computed_from: dict | None = None, extra: dict | None = None) -> dict:
+    """Compute FDs against ``real`` val images and write the run's ``quality.json``; returns its content.
+
+    ``generated`` maps a name to model-range images; the report expects the names
+    ``reconstructions`` (decoded val codes, the floor), ``learned``, ``marginal`` and ``uniform``.
+    ``computed_from`` is the file's provenance fingerprint (``pipeline.sources.quality``); ``extra``
+    entries (the novelty statistics) are stored beside the distances.
+    """
+    classifier, val_accuracy = load_or_train_classifier(paths, config, device, log)
+    quality = {
+        **sample_quality(classifier, real, generated),
+        "classifier_val_accuracy": val_accuracy,
+        "classifier_task": classifier.task,
+        "fd_samples": min(len(images[0] if isinstance(images, list) else images) for images in generated.values()),
+        "fd_real_images": len(real),
+        "feature_dim": classifier.config["feature_dim"],
+        "sampling": {"temperature": config.sample.temperature, "top_k": config.sample.top_k,
+                     "top_p": config.sample.top_p},
+        **(extra or {}),
+    }
+    write_json(paths.quality, {**quality, KEY: computed_from} if computed_from else quality)
+    return quality
 
 
 def write_novelty(config: Config, paths: RunPaths, real: torch.Tensor, samples: torch.Tensor, device) -> dict:

@@ -38,7 +38,7 @@ def samples(paths: RunPaths, config: Config) -> dict:
 
 
 def quality(paths: RunPaths, config: Config) -> dict:
-    from .quality import classifier_settings
+    from .classifier import classifier_settings
 
     settings = {**sampling_settings(config), "fd_samples": config.sample.fd_samples, "fd_draws": config.sample.fd_draws,
                 "temperatures": config.sample.temperatures, "classifier": classifier_settings(config)}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import h5py
 import pytest
 import torch
 from PIL import Image

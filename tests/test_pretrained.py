@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import one_line_error, run_cli
+from conftest import one_line_error
 from data.config import load_config
 from data.datasets import FASHION_MNIST_CLASSES
 from data.errors import UserError

@@ -10,10 +10,11 @@ from data import ImageSet, load_config, load_split, to_model_range
 from data.config import DataConfig
 from data.provenance import recorded
 from data.rundir import RunPaths
-from pipeline import quality
-from pipeline.quality import (FeatureClassifier, accuracy, features, frechet_distance, load_classifier,
-                              load_or_train_classifier, sample_quality, save_classifier, train_classifier,
-                              write_quality)
+from pipeline import classifier as classifier_module
+from pipeline.classifier import (FeatureClassifier, accuracy, features, load_classifier, load_or_train_classifier,
+                                 save_classifier, train_classifier)
+from pipeline.frechet import frechet_distance, sample_quality
+from pipeline.run import write_quality
 
 
 def gaussian_samples(mean, cov, n=4000, seed=0):
@@ -131,7 +132,7 @@ def small_splits(monkeypatch, fashion):
         n = 512 if split == "train" else 128
         return ImageSet(data.images[:n], data.labels[:n], data.class_names, data.dataset, split)
 
-    monkeypatch.setattr(quality, "load_split", fake)
+    monkeypatch.setattr(classifier_module, "load_split", fake)
     return calls
 
 

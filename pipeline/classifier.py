@@ -1,33 +1,20 @@
-"""Sample quality: Fréchet distance between generated and real images in a small classifier's features.
+"""The feature classifier of the sample-quality measure: a small CNN whose penultimate layer gives
+the features in which ``pipeline.frechet`` compares image sets.
 
-The recipe of FID, scaled down to the project's datasets: train a small CNN on the run's
-training images, take its penultimate-layer activations as features, fit a Gaussian to the
-features of each image set, and compare the Gaussians with the Fréchet (2-Wasserstein) distance
-
-    FD = ||mu_a - mu_b||^2 + tr(S_a) + tr(S_b) - 2 tr((S_a^{1/2} S_b S_a^{1/2})^{1/2}).
-
-FD is 0 for identical feature distributions and grows as the generated images' features move
-away from the real ones, in their mean (first term) or their spread and correlations (the rest).
-Values are comparable only within one feature space: the classifier depends on the training
-images, ``sample.classifier_steps`` and ``sample.classifier_seed`` (not ``run.seed``), so runs
-of one dataset with other seeds are measured with the same network.
-
-The classifier predicts the dataset's labels. A dataset without labels (an unlabelled image
-folder) trains it on a self-supervised proxy task instead: rotation prediction, where each
-image is turned by 0, 90, 180 or 270 degrees and the network predicts which; telling the
-rotations apart needs the same shape features that separate real images from poor samples.
-
-Typical use (what a whole run does)::
-
-    classifier = load_or_train_classifier(run_dir, cfg)          # DIR/classifier/checkpoint.pt
-    quality = write_quality(run_dir, cfg, real, {"reconstructions": recon, "learned": x, ...})
+It is trained on the run's training images and predicts the dataset's labels. A dataset without
+labels (an unlabelled image folder) trains it on a self-supervised proxy task instead: rotation
+prediction, where each image is turned by 0, 90, 180 or 270 degrees and the network predicts
+which; telling the rotations apart needs the same shape features that separate real images from
+poor samples. The network depends on the training images, ``sample.classifier_steps`` and
+``sample.classifier_seed`` (not ``run.seed``), so runs of one dataset with other seeds are
+measured in the same feature space; a run keeps it while current (``load_or_train_classifier``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -37,7 +24,6 @@ from tqdm import tqdm
 from data import Config, load_split, to_model_range
 from data.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from data.errors import BadFile
-from data.io import write_json
 from data.provenance import KEY, fingerprint, stale_reason
 from data.rundir import RunPaths
 from data.training import StepBatches, cosine_lr, seed_everything
@@ -210,7 +196,7 @@ def load_or_train_classifier(paths: RunPaths, cfg: Config, device: str | torch.d
     return classifier, val_accuracy
 
 
-# ---------------------------------------------------------------- features and the Fréchet distance
+# ---------------------------------------------------------------- features
 
 
 @torch.no_grad()
@@ -225,89 +211,3 @@ def features(classifier: FeatureClassifier, images: torch.Tensor, batch_size: in
     chunks = [classifier.features(images[i:i + batch_size].to(device).float().clamp(-0.5, 0.5)).double().cpu()
               for i in range(0, len(images), batch_size)]
     return torch.cat(chunks)
-
-
-def gaussian(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean (F,) and unbiased covariance (F, F) of (N, F) features, in float64."""
-    feats = torch.as_tensor(feats, dtype=torch.float64)
-    if feats.ndim != 2 or len(feats) < 2:
-        raise ValueError(f"need (N, F) features with N >= 2, got shape {tuple(feats.shape)}")
-    return feats.mean(0), torch.cov(feats.T).reshape(feats.shape[1], feats.shape[1])
-
-
-def psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
-    """Square root of a symmetric positive semi-definite matrix: V diag(sqrt(max(w, 0))) V^T."""
-    w, v = torch.linalg.eigh((matrix + matrix.T) / 2)
-    return (v * w.clamp(min=0).sqrt()) @ v.T
-
-
-def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to two (N, F) feature sets, computed in float64.
-
-    FD = ||mu_a - mu_b||^2 + tr(S_a) + tr(S_b) - 2 tr((S_a^{1/2} S_b S_a^{1/2})^{1/2}).
-
-    The cross term is the trace of the square root of the symmetric PSD matrix
-    M = S_a^{1/2} S_b S_a^{1/2}, i.e. the sum of the square roots of M's eigenvalues. Both
-    square roots use symmetric eigendecompositions with tiny negative eigenvalues (rounding)
-    clipped to 0, which stays stable for the rank-deficient covariances that ReLU features
-    and few samples give. M has the eigenvalues of S_a S_b, so FD is symmetric in a and b.
-    The result is clipped at 0 against rounding.
-    """
-    mu_a, cov_a = gaussian(feats_a)
-    mu_b, cov_b = gaussian(feats_b)
-    if mu_a.shape != mu_b.shape:
-        raise ValueError(f"feature sizes differ: {mu_a.shape[0]} vs {mu_b.shape[0]}")
-    root_a = psd_sqrt(cov_a)
-    middle = root_a @ cov_b @ root_a
-    cross = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
-    fd = (mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * cross
-    return max(0.0, fd.item())
-
-
-# ---------------------------------------------------------------- the run's quality.json
-
-
-def sample_quality(classifier: FeatureClassifier, real: torch.Tensor,
-                   generated: Mapping[str, torch.Tensor | list[torch.Tensor]]) -> dict:
-    """{"fd_<name>": FD(real, generated[name])} for model-range image tensors (N, C, H, W).
-
-    A list of tensors is several independent draws of one set: its entry is the mean of their
-    distances, each of which is listed under ``"fd_by_draw"``.
-    """
-    real_feats = features(classifier, real)
-    out, by_draw, done = {}, {}, {}
-    for name, images in generated.items():
-        draws = images if isinstance(images, list) else [images]
-        if id(images) not in done:
-            done[id(images)] = [frechet_distance(real_feats, features(classifier, x)) for x in draws]
-        distances = done[id(images)]
-        out[f"fd_{name}"] = sum(distances) / len(distances)
-        if len(distances) > 1:
-            by_draw[name] = distances
-    return {**out, "fd_by_draw": by_draw} if by_draw else out
-
-
-def write_quality(paths: RunPaths, cfg: Config, real: torch.Tensor,
-                  generated: Mapping[str, torch.Tensor | list[torch.Tensor]],
-                  device: str | torch.device = "cpu", log: Callable[[str], None] = print,
-                  computed_from: dict | None = None, extra: dict | None = None) -> dict:
-    """Compute FDs against ``real`` val images and write the run's ``quality.json``; returns its content.
-
-    ``generated`` maps a name to model-range images; the report expects the names
-    ``reconstructions`` (decoded val codes, the floor), ``learned``, ``marginal`` and ``uniform``.
-    ``computed_from`` is the file's provenance fingerprint (``pipeline.sources.quality``); ``extra``
-    entries (the novelty statistics) are stored beside the distances.
-    """
-    classifier, val_accuracy = load_or_train_classifier(paths, cfg, device, log)
-    quality = {
-        **sample_quality(classifier, real, generated),
-        "classifier_val_accuracy": val_accuracy,
-        "classifier_task": classifier.task,
-        "fd_samples": min(len(images[0] if isinstance(images, list) else images) for images in generated.values()),
-        "fd_real_images": len(real),
-        "feature_dim": classifier.config["feature_dim"],
-        "sampling": {"temperature": cfg.sample.temperature, "top_k": cfg.sample.top_k, "top_p": cfg.sample.top_p},
-        **(extra or {}),
-    }
-    write_json(paths.quality, {**quality, KEY: computed_from} if computed_from else quality)
-    return quality
