@@ -69,7 +69,7 @@ def synthetic_store(path: Path, n: int) -> None:
 def train_from_store(store: str, run: str, steps: int) -> None:
     """Stage-1 training whose image folder is the synthetic store (runs in a fresh process)."""
     import data.datasets as datasets
-    from data.config import load_config
+    from data.config_files import load_config
     from data.folder_store import FolderStore, read_index
     from stage1_vqvae.train import train
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from data import load_split, to_model_range  # noqa: E402
 from data.codes import load_codes  # noqa: E402
-from data.config import load_config  # noqa: E402
+from data.config_files import load_config  # noqa: E402
 from data.training import cosine_lr  # noqa: E402
 from stage1_vqvae.model import VQVAE  # noqa: E402
 from stage2_prior.evaluate import bits_per_code  # noqa: E402

@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from data import load_split, to_model_range  # noqa: E402
 from data.codes import load_codes  # noqa: E402
-from data.config import load_config  # noqa: E402
+from data.config_files import load_config  # noqa: E402
 from data.rundir import RunPaths  # noqa: E402
 from pipeline.pipeline import VQPriorPipeline  # noqa: E402
 from pipeline.classifier import load_or_train_classifier  # noqa: E402

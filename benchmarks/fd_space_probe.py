@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from data import load_split  # noqa: E402
-from data.config import load_config  # noqa: E402
+from data.config_files import load_config  # noqa: E402
 from data.rundir import RunPaths  # noqa: E402
 from pipeline.pipeline import VQPriorPipeline  # noqa: E402
 from pipeline.classifier import accuracy, train_classifier  # noqa: E402

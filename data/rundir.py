@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .config import Config, PixelCNNConfig, VQVAEConfig, load_config, save_config
+from .config import Config, PixelCNNConfig, VQVAEConfig
+from .config_files import load_config, save_config
 from .errors import Fix, MissingFile, RunConflict, UserError
 
 

@@ -10,7 +10,8 @@ from typing import Optional
 import torch
 
 from data.cli import ArgumentParser, add_config_arguments, run_main
-from data.config import MAX_SEED, load_config
+from data.config import MAX_SEED
+from data.config_files import load_config
 from data.errors import UserError
 from data.rundir import RunPaths, resolve_config, run_config, run_lock
 from stage2_prior import PRIORS

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from data.codes import CodeWriter
-from data.config import load_config, save_config
+from data.config_files import load_config, save_config
 
 SHA = "ab" * 32
 TINY = ["stage2.hidden=16", "stage2.layers=2", "stage2.kernel_size=3", "stage2.batch_size=16",

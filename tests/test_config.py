@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from data.config import Config, load_config, save_config
+from data.config import Config
+
+from data.config_files import load_config, save_config
 from data.errors import UserError
 
 from conftest import ROOT

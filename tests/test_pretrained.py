@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import one_line_error
-from data.config import load_config
+from data.config_files import load_config
 from data.datasets import FASHION_MNIST_CLASSES
 from data.errors import UserError
 from data.io import sha256_file

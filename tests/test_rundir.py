@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from conftest import FAST, ROOT, TINY, one_line_error, private_copy, run_cli
-from data.config import Config, load_config, shipped_configs
+from data.config import Config
+from data.config_files import load_config, shipped_configs
 from data.io import sha256_file
 from data.provenance import recorded
 from data.rundir import run_lock

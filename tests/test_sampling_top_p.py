@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from data.config import load_config, save_config
+from data.config_files import load_config, save_config
 from stage2_prior import GatedPixelCNN, MarginalPrior, PixelCNNConfig, sample
 from stage2_prior.sampling import inverse_cdf, nucleus
 
