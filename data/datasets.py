@@ -121,19 +121,19 @@ def splits_read_once() -> Iterator[None]:
         _kept = outer
 
 
-def load_split(cfg: DataConfig, split: str) -> ImageSet:
+def load_split(data_config: DataConfig, split: str) -> ImageSet:
     """The ``train`` or ``val`` split of the configured dataset, resized/converted as configured."""
     if split not in ("train", "val"):
         raise UserError(f"split must be 'train' or 'val', got {split!r}")
     if _kept is None:
-        return _read_split(cfg, split)
-    key = (json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str), split)
+        return _read_split(data_config, split)
+    key = (json.dumps(dataclasses.asdict(data_config), sort_keys=True, default=str), split)
     if key not in _kept:
-        _kept[key] = _read_split(cfg, split)
+        _kept[key] = _read_split(data_config, split)
     return _kept[key]
 
 
-def _read_split(cfg: DataConfig, split: str) -> ImageSet:
+def _read_split(data_config: DataConfig, split: str) -> ImageSet:
     loaders = {
         "fashion_mnist_embedded": _embedded_fashion_mnist,
         "fashion_mnist": _idx_dataset,
@@ -141,8 +141,10 @@ def _read_split(cfg: DataConfig, split: str) -> ImageSet:
         "cifar10": _torchvision,
         "image_folder": _image_folder,
     }
-    data = loaders[cfg.dataset](cfg, split)
-    return data if cfg.dataset == "image_folder" else _convert(data, cfg)  # a store is made at the asked format
+    data = loaders[data_config.dataset](data_config, split)
+    if data_config.dataset == "image_folder":
+        return data  # a store is made at the asked format
+    return _convert(data, data_config)
 
 
 # ---------------------------------------------------------------- embedded Fashion-MNIST
@@ -163,13 +165,13 @@ def _read_idx(path: Path) -> np.ndarray:
     return data.reshape(shape)
 
 
-def _embedded_fashion_mnist(cfg: DataConfig, split: str) -> ImageSet:
+def _embedded_fashion_mnist(data_config: DataConfig, split: str) -> ImageSet:
     folder = resources.files("data") / "fashion_mnist"
     images = torch.from_numpy(_read_idx(Path(str(folder / "t10k-images-idx3-ubyte.gz"))).copy())
     labels = torch.from_numpy(_read_idx(Path(str(folder / "t10k-labels-idx1-ubyte.gz"))).astype(np.int64))
-    index = _split_index(len(images), cfg.val_fraction, split)
+    index = _split_index(len(images), data_config.val_fraction, split)
     return ImageSet(images[index].unsqueeze(1), labels[index], FASHION_MNIST_CLASSES,
-                    cfg.dataset, split)
+                    data_config.dataset, split)
 
 
 def _split_index(n: int, val_fraction: float, split: str) -> torch.Tensor:
@@ -195,74 +197,78 @@ def find_idx(root: Path, dataset: str, name: str) -> Optional[Path]:
     return None
 
 
-def _idx_dataset(cfg: DataConfig, split: str) -> ImageSet:
+def _idx_dataset(data_config: DataConfig, split: str) -> ImageSet:
     """MNIST / Fashion-MNIST read straight from the standard IDX files under ``data.root``.
 
     No download is attempted when the files are there; otherwise torchvision downloads them
     (``data.download``), and without internet the error names the files to put in place.
     """
-    root = Path(cfg.root)
+    root = Path(data_config.root)
     names = IDX_FILES[split]
-    found = [find_idx(root, cfg.dataset, name) for name in names]
-    if None in found and cfg.download:
-        _torchvision(cfg, split)  # downloads into root/<Name>/raw, or fails with a clear error
-        found = [find_idx(root, cfg.dataset, name) for name in names]
+    found = [find_idx(root, data_config.dataset, name) for name in names]
+    if None in found and data_config.download:
+        _torchvision(data_config, split)  # downloads into root/<Name>/raw, or fails with a clear error
+        found = [find_idx(root, data_config.dataset, name) for name in names]
     if None in found:
-        raise UserError(f"{cfg.dataset} {split} files not found under {root.resolve()}: expected "
-                        f"{' and '.join(names)} (optionally .gz) there or in {TORCHVISION_FOLDER[cfg.dataset]}/raw/ "
+        raise UserError(f"{data_config.dataset} {split} files not found under {root.resolve()}: expected "
+                        f"{' and '.join(names)} (optionally .gz) there or in "
+                        f"{TORCHVISION_FOLDER[data_config.dataset]}/raw/ "
                         "(Debian's dataset-fashion-mnist ships them in /usr/share/datasets/fashion-mnist); "
                         "set data.root to that folder")
     images, labels = (_read_idx(path) for path in found)
     if images.ndim != 3 or labels.shape != images.shape[:1]:
         raise UserError(f"{found[0]} and {found[1]} do not hold matching images (N, H, W) and labels (N,)")
-    classes = FASHION_MNIST_CLASSES if cfg.dataset == "fashion_mnist" else tuple(str(d) for d in range(10))
+    classes = FASHION_MNIST_CLASSES if data_config.dataset == "fashion_mnist" else tuple(str(d) for d in range(10))
     return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
-                    classes, cfg.dataset, split)
+                    classes, data_config.dataset, split)
 
 
 # ---------------------------------------------------------------- torchvision datasets
 
 
-def _torchvision(cfg: DataConfig, split: str) -> ImageSet:
+def _torchvision(data_config: DataConfig, split: str) -> ImageSet:
     from torchvision import datasets
 
-    cls = {"fashion_mnist": datasets.FashionMNIST, "mnist": datasets.MNIST, "cifar10": datasets.CIFAR10}[cfg.dataset]
+    by_name = {"fashion_mnist": datasets.FashionMNIST, "mnist": datasets.MNIST, "cifar10": datasets.CIFAR10}
+    cls = by_name[data_config.dataset]
     try:  # val = the official test split
-        ds = cls(root=cfg.root, train=(split == "train"), download=cfg.download)
+        ds = cls(root=data_config.root, train=(split == "train"), download=data_config.download)
     except Exception as exc:
         raise UserError(
-            f"could not load {cfg.dataset} from {Path(cfg.root).resolve()} ({type(exc).__name__}: "
+            f"could not load {data_config.dataset} from {Path(data_config.root).resolve()} ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); without internet, put torchvision's "
             f"{cls.__name__} files under that folder (set data.root) and data.download=false"
         ) from None
     images = torch.as_tensor(np.asarray(ds.data))
     images = images.permute(0, 3, 1, 2) if images.ndim == 4 else images.unsqueeze(1)  # CIFAR is NHWC
     labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
-    return ImageSet(images.contiguous(), labels, tuple(ds.classes), cfg.dataset, split)
+    return ImageSet(images.contiguous(), labels, tuple(ds.classes), data_config.dataset, split)
 
 
 # ---------------------------------------------------------------- a folder of images
 
 
-def _image_folder(cfg: DataConfig, split: str) -> ImageSet:
+def _image_folder(data_config: DataConfig, split: str) -> ImageSet:
     """A folder's split, read from its decoded store (``data.folder_store``; decoded once, in parallel)."""
-    store = open_store(cfg.root, cfg.image_size or 32, cfg.channels, cfg.cache_dir, cfg.workers)
-    index = _split_index(store.shape[0], cfg.val_fraction, split)
+    store = open_store(data_config.root, data_config.image_size or 32, data_config.channels, data_config.cache_dir,
+                       data_config.workers)
+    index = _split_index(store.shape[0], data_config.val_fraction, split)
     labels = store.labels[index] if store.labels is not None else None
-    return ImageSet(store.subset(index), labels, store.class_names, cfg.dataset, split)
+    return ImageSet(store.subset(index), labels, store.class_names, data_config.dataset, split)
 
 
 # ---------------------------------------------------------------- size and channel conversion
 
 
-def _convert(data: ImageSet, cfg: DataConfig) -> ImageSet:
+def _convert(data: ImageSet, data_config: DataConfig) -> ImageSet:
     """Apply ``data.channels`` and ``data.image_size`` to a dataset loaded at its native format."""
     from torchvision.transforms import functional as TF
 
     images = data.images
-    if cfg.channels is not None and images.shape[1] != cfg.channels:
-        images = images.expand(-1, 3, -1, -1) if cfg.channels == 3 else TF.rgb_to_grayscale(images)
-    if cfg.image_size is not None and images.shape[-1] != cfg.image_size and cfg.dataset != "image_folder":
-        images = TF.center_crop(TF.resize(images, cfg.image_size, antialias=True), [cfg.image_size] * 2)
+    if data_config.channels is not None and images.shape[1] != data_config.channels:
+        images = images.expand(-1, 3, -1, -1) if data_config.channels == 3 else TF.rgb_to_grayscale(images)
+    size = data_config.image_size
+    if size is not None and images.shape[-1] != size and data_config.dataset != "image_folder":
+        images = TF.center_crop(TF.resize(images, size, antialias=True), [size] * 2)
     data.images = images.contiguous()
     return data

@@ -40,7 +40,8 @@ def parse(argv, prog: str = "python -m pipeline"):
     s.add_argument("--top-p", type=float, help="nucleus sampling: the most likely codes up to mass P, in (0, 1]")
     s.add_argument("--seed", type=int, help="random seed (default: the run's run.seed)")
     s.add_argument("--label", type=int, help="class to sample (class-conditional learned prior only)")
-    s.add_argument("--out", metavar="FILE.png", help=f"the grid (default: {RunPaths('DIR').user_sample('<prior>', '<S>')})")
+    default_grid = RunPaths("DIR").user_sample("<prior>", "<S>")
+    s.add_argument("--out", metavar="FILE.png", help=f"the grid (default: {default_grid})")
     s.add_argument("--images-dir", metavar="FOLDER", help="also write one PNG per image into FOLDER")
     s.add_argument("--codes", metavar="FILE.h5", help="also write the sampled codes as an HDF5 code file")
     s.add_argument("--method", default="cached", choices=("cached", "naive"), help="sampling algorithm")
@@ -124,7 +125,7 @@ def command_sample(args) -> None:
                             stage1_checkpoint_sha256=pipe.stage1_checkpoint_sha256,
                             has_labels=pipe.labels_for(1, args.prior, args.label) is not None)
     with writer or contextlib.nullcontext():
-        write_samples(batches, writer, outputs, args, seed)
+        stream_samples(batches, writer, outputs, args, seed)
     settings = f"T={temperature}, top-k={top_k}, top-p={top_p}, seed={seed}"
     print(f"sampled {n} images from the {args.prior} prior ({settings})" +
           "".join(f"; wrote {what}" for what in outputs.describe(n)))
@@ -198,7 +199,7 @@ def refuse_run_file(run_dir: Path, path: Path) -> None:
                         "choose a name outside the run, or a new one under its samples/ folder")
 
 
-def write_samples(batches, writer, outputs: SampleOutputs, args, seed: int) -> None:
+def stream_samples(batches, writer, outputs: SampleOutputs, args, seed: int) -> None:
     """Stream each batch to the code file and the image folder; the grid is written at the end."""
     from data.datasets import save_image_grid, to_unit_range
     from data.io import atomic_path

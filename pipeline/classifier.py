@@ -163,33 +163,33 @@ def load_classifier(path: str | Path) -> tuple[FeatureClassifier, float]:
     return classifier.eval(), state["val_accuracy"]
 
 
-def classifier_settings(cfg: Config) -> dict:
+def classifier_settings(config: Config) -> dict:
     """What the classifier depends on: a saved one is reused only while these are unchanged.
 
     Where and how an image folder is decoded (``cache_dir``, ``workers``) does not change its pixels.
     """
-    data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in ("cache_dir", "workers")}
-    return {"data": data, "steps": cfg.sample.classifier_steps, "seed": cfg.sample.classifier_seed}
+    data = {k: v for k, v in dataclasses.asdict(config.data).items() if k not in ("cache_dir", "workers")}
+    return {"data": data, "steps": config.sample.classifier_steps, "seed": config.sample.classifier_seed}
 
 
-def load_or_train_classifier(paths: RunPaths, cfg: Config, device: str | torch.device = "cpu",
+def load_or_train_classifier(paths: RunPaths, config: Config, device: str | torch.device = "cpu",
                              log: Callable[[str], None] = print) -> tuple[FeatureClassifier, float]:
     """(classifier, val accuracy): reuse the run's classifier while current, else train one on the train split.
 
     Current means trained with these data settings, steps and seed (the ``data.provenance`` rule);
     any other saved classifier, or an unreadable one, is replaced.
     """
-    path, expected = paths.classifier_checkpoint, fingerprint(paths, [], classifier_settings(cfg))
+    path, expected = paths.classifier_checkpoint, fingerprint(paths, [], classifier_settings(config))
     why = stale_reason(path, expected)
     if why is None:
         classifier, val_accuracy = load_classifier(path)
         return classifier.to(device), val_accuracy
     if path.is_file():
         log(f"{path}: {why}; training a new feature classifier")
-    train, val = load_split(cfg.data, "train"), load_split(cfg.data, "val")
+    train, val = load_split(config.data, "train"), load_split(config.data, "val")
     classifier = train_classifier(train.images, train.labels, train.num_classes or None,
-                                  steps=cfg.sample.classifier_steps, seed=cfg.sample.classifier_seed, device=device,
-                                  progress=True)
+                                  steps=config.sample.classifier_steps, seed=config.sample.classifier_seed,
+                                  device=device, progress=True)
     val_accuracy = accuracy(classifier, val.images, val.labels)
     save_classifier(classifier, path, val_accuracy, expected)
     log(f"feature classifier ({classifier.task}): val accuracy {val_accuracy:.3f}, saved to {path}")

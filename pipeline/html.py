@@ -19,30 +19,30 @@ from .metrics import ratio
 from .results import RunFiles
 
 
-def render_html(f: RunFiles, m: dict, plots: dict[str, Path]) -> str:
+def render_html(run: RunFiles, metrics: dict, plots: dict[str, Path]) -> str:
     """The whole page: the template's placeholders filled in reading order."""
     template = Template((files("pipeline") / "templates" / "report.html").read_text(encoding="utf-8"))
     return template.substitute(
-        dataset=esc(f.config.data.dataset),
-        num_embeddings=m["num_embeddings"],
-        run_dir=esc(f.paths.root.resolve()),
-        findings=findings(m),
-        config_tables=config_tables(f.config),
-        stage1_table=stage1_table(m),
+        dataset=esc(run.config.data.dataset),
+        num_embeddings=metrics["num_embeddings"],
+        run_dir=esc(run.paths.root.resolve()),
+        findings=findings(metrics),
+        config_tables=config_tables(run.config),
+        stage1_table=stage1_table(metrics),
         stage1_curves=img(plots["stage1_curves"], "stage-1 training curves", "plot"),
         codebook_usage=img(plots["codebook_usage"], "codebook usage", "plot"),
-        reconstructions=img(f.paths.reconstructions, "originals above reconstructions", "wide"),
-        bits_table=bits_table(m),
+        reconstructions=img(run.paths.reconstructions, "originals above reconstructions", "wide"),
+        bits_table=bits_table(metrics),
         stage2_curves=img(plots["stage2_curves"], "stage-2 training curve", "plot"),
-        stage2_table=stage2_table(m),
-        bpd_section=prefixed(bpd_section(m, plots.get("bits_per_dim"))),
-        fd_table=fd_table(m),
-        fd_note=fd_note(m, f.inception_stale),
-        samples_note=samples_note(f.config),
-        prior_samples=figures([(f"{p} prior", f.paths.sample_grid(p)) for p in PRIORS], cell=300),
+        stage2_table=stage2_table(metrics),
+        bpd_section=prefixed(bpd_section(metrics, plots.get("bits_per_dim"))),
+        fd_table=fd_table(metrics),
+        fd_note=fd_note(metrics, run.inception_stale),
+        samples_note=samples_note(run.config),
+        prior_samples=figures([(f"{p} prior", run.paths.sample_grid(p)) for p in PRIORS], cell=300),
         # Each optional section starts on a new line; none at all leaves no empty line.
-        optional_sections="".join(f"\n{s}" for s in (novelty_section(m, f.neighbours), temperature_section(f, m),
-                                                     class_section(f)) if s),
+        optional_sections="".join(f"\n{s}" for s in (novelty_section(metrics, run.neighbours),
+                                                     temperature_section(run, metrics), class_section(run)) if s),
     )
 
 
@@ -105,8 +105,8 @@ def fd_note(m: dict, inception_stale: str | None = None) -> str:
     return " ".join(parts)
 
 
-def samples_note(cfg: Config) -> str:
-    s = cfg.sample
+def samples_note(config: Config) -> str:
+    s = config.sample
     top_k = f", top-k {s.top_k}" if s.top_k else ""
     top_p = f", top-p {s.top_p:g}" if s.top_p else ""
     return (f"Code grids drawn from each prior (learned prior at temperature {s.temperature:g}{top_k}{top_p}) and "
@@ -127,12 +127,12 @@ def temperature_section(f: RunFiles, m: dict | None = None) -> str:
                       temperature_fd_table(m or {}, f.config)])
 
 
-def temperature_fd_table(m: dict, cfg: Config) -> str:
+def temperature_fd_table(m: dict, config: Config) -> str:
     """Fréchet distance of the learned prior's samples at each sweep temperature, or "" when not measured."""
     by_t = (m.get("sample_quality") or {}).get("fd_learned_by_temperature") or {}
     if not by_t:
         return ""
-    q, s = m["sample_quality"], cfg.sample
+    q, s = m["sample_quality"], config.sample
     floor = q.get("fd_reconstructions")
     rows = [[f"{float(t):g}", num(fd, 3), num(ratio(fd, floor), 2) if floor else "–"]
             for t, fd in sorted(by_t.items(), key=lambda item: float(item[0]))]
@@ -213,11 +213,11 @@ def class_caption(c: int, names) -> str:
 # ---------------------------------------------------------------- tables
 
 
-def config_tables(cfg: Config) -> str:
-    s1, s2, sm = cfg.stage1, cfg.stage2, cfg.sample
+def config_tables(config: Config) -> str:
+    s1, s2, sm = config.stage1, config.stage2, config.sample
     groups = {
-        "Data": [("dataset", cfg.data.dataset), ("image size", cfg.data.image_size or "native"),
-                 ("channels", cfg.data.channels or "native"), ("seed", cfg.run.seed)],
+        "Data": [("dataset", config.data.dataset), ("image size", config.data.image_size or "native"),
+                 ("channels", config.data.channels or "native"), ("seed", config.run.seed)],
         "Stage 1 (VQ-VAE)": [("codebook size K", s1.num_embeddings), ("code dimension D", s1.embedding_dim),
                              ("commitment cost", s1.commitment_cost),
                              ("codebook update", f"EMA, decay {s1.decay:g}" if s1.decay > 0 else "loss"),

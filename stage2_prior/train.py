@@ -77,18 +77,18 @@ def check_resumable(state: dict, model_config: dict, num_classes: int, info) -> 
                         f"({model_config}); resume with the original stage2 settings or start a new run")
 
 
-def load_inputs(run_dir: Path, cfg, resume: bool):
+def load_inputs(run_dir: Path, settings, resume: bool):
     """Validated codes, the checkpoint to resume from (or None) and the number of classes."""
-    train_set, val_codes, val_labels = load_training_codes(run_dir, cfg.conditional)
+    train_set, val_codes, val_labels = load_training_codes(run_dir, settings.conditional)
     info = train_set.info
     checkpoint_path = RunPaths(run_dir).stage2_checkpoint
     state = load_checkpoint(checkpoint_path, "stage2", RESUME_KEYS) if resume and checkpoint_path.exists() else None
     if resume and state is None and is_main_process():
         print(f"no checkpoint at {checkpoint_path} yet: starting stage 2 from step 0")
-    num_classes = int(train_set.labels.max()) + 1 if cfg.conditional else 0
+    num_classes = int(train_set.labels.max()) + 1 if settings.conditional else 0
     if state is not None:
         num_classes = state["num_classes"]
-        check_resumable(state, asdict(cfg.model_config()), num_classes, info)
+        check_resumable(state, asdict(settings.model_config()), num_classes, info)
     if val_labels is not None and int(val_labels.max()) >= num_classes:
         raise UserError(f"val labels reach {int(val_labels.max())} but the training codes have {num_classes} classes")
     return train_set, val_codes, val_labels, state, num_classes
@@ -137,18 +137,18 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> d
     larger ``stage2.steps`` trains the extra steps (the cosine schedule stretched to the new total).
     """
     run_dir = Path(run_dir)
-    cfg = config.stage2
-    train_set, val_codes, val_labels, state, num_classes = load_inputs(run_dir, cfg, resume)
+    settings = config.stage2
+    train_set, val_codes, val_labels, state, num_classes = load_inputs(run_dir, settings, resume)
     info = train_set.info
     paths = RunPaths(run_dir)
 
-    accelerator = make_accelerator(cfg.mixed_precision, config.run.device)
+    accelerator = make_accelerator(settings.mixed_precision, config.run.device)
     main_process = accelerator.is_main_process
     seed_everything(config.run.seed)
-    batches = StepBatches(len(train_set), cfg.batch_size, config.run.seed, accelerator.process_index,
+    batches = StepBatches(len(train_set), settings.batch_size, config.run.seed, accelerator.process_index,
                           accelerator.num_processes)  # checks the batch fits the data before anything is written
-    model = GatedPixelCNN(info.num_embeddings, cfg.model_config(), num_classes)
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    model = GatedPixelCNN(info.num_embeddings, settings.model_config(), num_classes)
+    optimizer = build_optimizer(model, settings.lr, settings.weight_decay)
     start, train_time = 0, 0.0
     if state is not None:
         load_weights(model, state["model"], paths.stage2_checkpoint)
@@ -158,12 +158,12 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> d
         warn_if_threads_differ(state.get("environment"), "stage 2")
     if main_process:
         commit_config(run_dir, config)  # the run has begun: codes read, model built
-    marginal = marginal_log_probs(train_set.codes, info.num_embeddings, cfg.marginal_smoothing)
-    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    marginal = marginal_log_probs(train_set.codes, info.num_embeddings, settings.marginal_smoothing)
+    ema = WeightEMA(model, settings.ema_decay) if settings.ema_decay > 0 else None
     if ema is not None and state is not None and "ema" in state:
         load_weights(ema.model, state["ema"], paths.stage2_checkpoint)
     evaluated = ema.model if ema is not None else model  # the prior that is evaluated, saved and sampled
-    forward = torch.compile(model) if cfg.compile else model
+    forward = torch.compile(model) if settings.compile else model
     forward, optimizer = accelerator.prepare(forward, optimizer)
     environment = run_environment(accelerator)
 
@@ -181,21 +181,21 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> d
                         marginal_log_probs=marginal, config=config.to_dict(), environment=environment)
     val_bits = None
     model.train()
-    steps = cfg.total_steps(len(train_set))  # stage2.steps, or more for stage2.min_epochs
+    steps = settings.total_steps(len(train_set))  # stage2.steps, or more for stage2.min_epochs
     bar = tqdm(total=steps, initial=start, desc="stage 2", unit="step", disable=not main_process)
     for step in range(start, steps):
         tick = time.perf_counter()
-        lr = cfg.lr * float(cosine_lr(step, steps, cfg.warmup_steps, cfg.lr_schedule))
+        lr = settings.lr * float(cosine_lr(step, steps, settings.warmup_steps, settings.lr_schedule))
         for group in optimizer.param_groups:
             group["lr"] = lr
         index = batches(step).to(device)
         x = codes[index]
-        context = corrupt(x, cfg.context_noise, codes, config.run.seed, step, accelerator.process_index)
+        context = corrupt(x, settings.context_noise, codes, config.run.seed, step, accelerator.process_index)
         loss = F.cross_entropy(forward(context, labels[index] if labels is not None else None).float(), x)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
-        if cfg.grad_clip > 0:
-            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        if settings.grad_clip > 0:
+            accelerator.clip_grad_norm_(model.parameters(), settings.grad_clip)
         optimizer.step()
         if ema is not None:
             ema.update(model, step)
@@ -203,23 +203,23 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> d
         bar.update()
         done = step + 1
         last = done == steps
-        if done % cfg.log_every == 0 or done % cfg.eval_every == 0 or last:
+        if done % settings.log_every == 0 or done % settings.eval_every == 0 or last:
             record = {"step": done, "train_bits_per_code": loss.item() / math.log(2), "lr": lr,
                       "train_time_s": round(train_time, 3)}
-            if done % cfg.eval_every == 0 or last:
+            if done % settings.eval_every == 0 or last:
                 val_bits = bits_per_code(evaluated, val_codes, val_labels)
                 record["val_bits_per_code"] = val_bits
             if main_process:
                 log.log(record)
                 bar.set_postfix(bits=f"{record['train_bits_per_code']:.3f}")
-        if main_process and (done % cfg.checkpoint_every == 0 or last):
+        if main_process and (done % settings.checkpoint_every == 0 or last):
             checkpoint(done)
     bar.close()
 
     if val_bits is None:  # nothing left to train (resumed a finished run)
         val_bits = bits_per_code(evaluated, val_codes, val_labels)
     summary = {"steps": steps, "final_val_bits_per_code": val_bits, "train_time_s": round(train_time, 3),
-               "grids_per_s": round(steps * cfg.batch_size * accelerator.num_processes / max(train_time, 1e-9), 2),
+               "grids_per_s": round(steps * settings.batch_size * accelerator.num_processes / max(train_time, 1e-9), 2),
                "parameters": sum(p.numel() for p in model.parameters()), "num_embeddings": info.num_embeddings,
                "grid": list(info.grid), "num_classes": num_classes, **environment}
     if main_process:
