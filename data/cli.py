@@ -37,7 +37,8 @@ MODULE_WORDS = (("vqprior stage1 ", "python -m stage1_vqvae "), ("vqprior stage2
                 ("vqprior ", "python -m pipeline "))
 # The library's argument names -> the flags that set them.
 FLAGS = {"n": "--n", "temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p", "seed": "--seed",
-         "labels": "--label", "batch_size": "--batch-size", "override": "--set", "out": "--out"}
+         "labels": "--label", "batch_size": "--batch-size", "override": "--set", "out": "--out", "prior": "--prior",
+         "method": "--method"}
 
 
 def command_for(fix: Fix, run=None, console: bool = False) -> Optional[str]:

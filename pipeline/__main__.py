@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from pathlib import Path
 from typing import Optional
 
@@ -12,9 +11,10 @@ import torch
 from data.cli import ArgumentParser, add_config_arguments, run_main
 from data.config import MAX_SEED
 from data.config_files import load_config
-from data.errors import UserError
+from data.errors import BadValue, UserError
 from data.rundir import RunPaths, resolve_config, run_config, run_lock
 from stage2_prior import PRIORS
+from stage2_prior.sampling import METHODS, check_sampling
 
 MAX_GRID = 1024  # images in one grid picture: more are written one per file (--images-dir)
 
@@ -33,7 +33,7 @@ def parse(argv, prog: str = "python -m pipeline"):
     s = sub.add_parser("sample", help="sample new images from a trained run",
                        description="Sample code grids from a prior of a trained run and decode them to a PNG grid.")
     s.add_argument("--run", required=True, metavar="DIR", help="a run with both stages trained")
-    s.add_argument("--prior", default="learned", choices=("learned", "marginal", "uniform"))
+    s.add_argument("--prior", default="learned", choices=PRIORS)
     s.add_argument("--n", type=int, help="number of images (default: the run's sample.n)")
     s.add_argument("--temperature", type=float, help="softmax temperature (default: the run's sample.temperature)")
     s.add_argument("--top-k", type=int, help="sample among the k most likely codes only")
@@ -44,7 +44,7 @@ def parse(argv, prog: str = "python -m pipeline"):
     s.add_argument("--out", metavar="FILE.png", help=f"the grid (default: {default_grid})")
     s.add_argument("--images-dir", metavar="FOLDER", help="also write one PNG per image into FOLDER")
     s.add_argument("--codes", metavar="FILE.h5", help="also write the sampled codes as an HDF5 code file")
-    s.add_argument("--method", default="cached", choices=("cached", "naive"), help="sampling algorithm")
+    s.add_argument("--method", default="cached", choices=METHODS, help="sampling algorithm")
     s.add_argument("--force", action="store_true", help="replace existing output files (never the run's own files)")
 
     p = sub.add_parser("report", help=f"(re)write {RunPaths('DIR').metrics}, the plots and {RunPaths('DIR').index}")
@@ -105,15 +105,15 @@ def command_sample(args) -> None:
     top_k = s.top_k if args.top_k is None else args.top_k
     top_p = s.top_p if args.top_p is None else args.top_p
     seed = config.run.seed if args.seed is None else args.seed
-    check_sample_arguments(n, temperature, top_p, seed)
+    check_sampling(n, temperature, None, top_p, method=args.method)  # before loading anything
+    if not 0 <= seed <= MAX_SEED:
+        raise BadValue("seed", f"must lie in [0, {MAX_SEED}]", seed)
     grid_path = Path(args.out) if args.out else RunPaths(run_dir).user_sample(args.prior, seed)
     outputs = check_outputs(run_dir, n, grid_path, args)
 
     pipe = VQPriorPipeline.from_run(run_dir, config.run.device)
-    if top_k is not None and not 1 <= top_k <= pipe.num_embeddings:
-        raise UserError(f"--top-k must lie in [1, {pipe.num_embeddings}], got {top_k}")
-    if args.label is not None and pipe.num_classes and not 0 <= args.label < pipe.num_classes:
-        raise UserError(f"--label must lie in [0, {pipe.num_classes}), got {args.label}")
+    check_sampling(n, temperature, top_k, top_p, pipe.num_embeddings, args.method)
+    pipe.labels_for(n, args.prior, args.label)  # a label the prior cannot take fails before any output
     batches = pipe.generate(n, args.prior, temperature=temperature, top_k=top_k, top_p=top_p, labels=args.label,
                             seed=seed, method=args.method,  # codes alone need no decoder pass
                             decode=outputs.grid is not None or outputs.images_dir is not None)
@@ -129,17 +129,6 @@ def command_sample(args) -> None:
     settings = f"T={temperature}, top-k={top_k}, top-p={top_p}, seed={seed}"
     print(f"sampled {n} images from the {args.prior} prior ({settings})" +
           "".join(f"; wrote {what}" for what in outputs.describe(n)))
-
-
-def check_sample_arguments(n: int, temperature: float, top_p, seed: int) -> None:
-    if n < 1:
-        raise UserError(f"--n must be at least 1, got {n}")
-    if not temperature > 0 or not math.isfinite(temperature):
-        raise UserError(f"--temperature must be > 0 and finite, got {temperature}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise UserError(f"--top-p must lie in (0, 1], got {top_p}")
-    if not 0 <= seed <= MAX_SEED:
-        raise UserError(f"--seed must lie in [0, {MAX_SEED}], got {seed}")
 
 
 class SampleOutputs:

@@ -34,6 +34,7 @@ from data.training import resolve_device
 from stage1_vqvae import VQVAE
 from stage1_vqvae.model import CHECKPOINT_KEYS as VQVAE_KEYS
 from stage2_prior import PRIORS, GatedPixelCNN, MarginalPrior, UniformPrior, load_prior_checkpoint, sample
+from stage2_prior.sampling import check_sampling
 
 PRETRAINED_FORMAT = 1
 SAMPLE_BATCH = 1024  # grids sampled and decoded at once: memory stays bounded whatever n is
@@ -152,6 +153,8 @@ class VQPriorPipeline:
             raise BadValue("labels", f"needs a class-conditional learned prior ({why})",
                            advice="train stage 2 with stage2.conditional=true")
         if isinstance(labels, int):
+            if not 0 <= labels < self.num_classes:
+                raise BadValue("labels", f"must lie in [0, {self.num_classes})", labels)
             return torch.full((n,), labels, dtype=torch.int64)
         if labels is None and prior == "learned":
             return self.default_labels(n)
@@ -168,7 +171,8 @@ class VQPriorPipeline:
         Without ``decode`` the batches' ``images`` are None (codes only: no decoder pass).
         """
         if prior not in PRIORS:
-            raise UserError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
+            raise BadValue("prior", f"must be one of {', '.join(PRIORS)}", repr(prior))
+        check_sampling(n, temperature, top_k, top_p, self.num_embeddings, method)
         all_labels = self.labels_for(n, prior, labels)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         for start in range(0, n, batch_size):

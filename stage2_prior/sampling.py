@@ -21,10 +21,13 @@ products differ in the last bits, so the codes could differ where a uniform fall
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Union
 
 import torch
 from torch import nn
+
+from data.errors import BadValue
 
 from .pixelcnn import GatedPixelCNN, check_labels, eval_mode, module_device
 
@@ -96,16 +99,30 @@ def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, mass_before < top_p)
 
 
+class BadSamplingValue(BadValue, ValueError):
+    """A sampling argument outside its rule: a user error, and a ``ValueError`` to callers of ``sample``."""
+
+
+def check_sampling(n: int, temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
+                   num_embeddings: Optional[int] = None, method: str = "cached") -> None:
+    """The one check of the sampling arguments: the sampler, the pipeline and the command line use it.
+
+    ``top_k`` is checked against ``num_embeddings`` when that is known.
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise BadSamplingValue("n", "must be at least 1", n)
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise BadSamplingValue("temperature", "must be > 0 and finite", temperature)
+    if top_k is not None and num_embeddings is not None and not (
+            isinstance(top_k, int) and 1 <= top_k <= num_embeddings):
+        raise BadSamplingValue("top_k", f"must lie in [1, {num_embeddings}]", top_k)
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise BadSamplingValue("top_p", "must lie in (0, 1]", top_p)
+    if method not in METHODS:
+        raise BadSamplingValue("method", f"must be one of {', '.join(METHODS)}", repr(method))
+
+
 def _check_arguments(n, grid, temperature, top_k, top_p, method, k) -> None:
-    if not isinstance(n, int) or n <= 0:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    check_sampling(n, temperature, top_k, top_p, k, method)
     if len(grid) != 2 or any(not isinstance(s, int) or s <= 0 for s in grid):
         raise ValueError(f"grid must be (H, W) with positive integers, got {grid!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= k):
-        raise ValueError(f"top_k must be an integer in [1, {k}] or None, got {top_k!r}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must lie in (0, 1] or be None, got {top_p!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")

@@ -103,3 +103,15 @@ def test_bad_arguments_are_rejected(kwargs, message):
 def test_uniform_prior_logits_are_log_one_over_k():
     logits = UniformPrior(K)(torch.zeros(1, 2, 2, dtype=torch.int64))
     assert torch.allclose(logits, torch.full((1, K, 2, 2), -math.log(K)))
+
+
+def test_a_bad_sampling_value_is_a_user_error_and_a_value_error_that_names_the_argument():
+    from data.cli import render
+    from data.errors import UserError
+    from stage2_prior.sampling import check_sampling
+
+    with pytest.raises(ValueError) as err:
+        check_sampling(4, top_k=9, num_embeddings=8)
+    assert isinstance(err.value, UserError) and str(err.value) == "top_k must lie in [1, 8], got 9"
+    assert render(err.value) == "--top-k must lie in [1, 8], got 9"
+    check_sampling(4, top_k=9)  # K unknown: top_k is checked where it is
