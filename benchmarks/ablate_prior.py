@@ -1,4 +1,4 @@
-"""Run one prior ablation and append its held-out numbers to a JSONL file (benchmarks/RESULTS.md).
+"""Run one prior ablation and append its held-out numbers to a JSONL file (docs/results.md).
 
     python benchmarks/ablate_prior.py --tag glyphs-default --set data.dataset=image_folder \\
         --set data.root=/work/data/glyphs

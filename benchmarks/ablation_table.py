@@ -1,4 +1,4 @@
-"""Print rows of benchmarks/ablation.jsonl as the Markdown ablation table of benchmarks/RESULTS.md.
+"""Print rows of benchmarks/ablation.jsonl as the Markdown ablation table of docs/results.md.
 
     python benchmarks/ablation_table.py                      # every row
     python benchmarks/ablation_table.py fm-p3000 fm-dec4     # rows whose tag is one of these

@@ -1,4 +1,4 @@
-"""Image-folder loading and stage-1 memory at scale (benchmarks/RESULTS.md, "Large folders").
+"""Image-folder loading and stage-1 memory at scale (docs/results.md, "Memory and large folders").
 
     python benchmarks/bench_folder.py decode --folder /work/data/fmnist_flat      # 1 and 2 workers, then reuse
     python benchmarks/bench_folder.py memory --images 60000                       # peak RSS of stage-1 training

@@ -1,4 +1,4 @@
-"""Write the offline image folders the prior ablations (benchmarks/RESULTS.md) use.
+"""Write the offline image folders the prior ablations (docs/results.md) use.
 
     python benchmarks/make_datasets.py --out /work/data
 

@@ -97,7 +97,7 @@ class Stage1Config(VQVAEConfig):
     lr_schedule: str = choice("constant", ("cosine", "constant"))  # cosine: decays to 0 at the last step
     # After `steps`, this many more steps train the decoder alone on frozen codes (encoder and
     # codebook fixed): sharper reconstructions from codes exactly as predictable for the prior.
-    # Fewer joint steps make codes easier to predict; these steps win the NMSE back (RESULTS.md).
+    # Fewer joint steps make codes easier to predict; these steps win the NMSE back (docs/results.md).
     decoder_steps: int = between(700, 0, 10**9)
     log_every: int = positive(50)
     eval_every: int = positive(500)
@@ -128,7 +128,7 @@ class Stage2Config(PixelCNNConfig):
     # At least this many passes over the training grids: the prior trains
     # max(steps, ceil(min_epochs * N / batch_size)) steps, so a large image folder is not left
     # under-trained by a step count sized for 9,000 grids: on 54,000 grids 6 passes instead of 3
-    # take the prior from 2.63 to 2.55 bits per code (benchmarks/RESULTS.md, sixth session).
+    # take the prior from 2.63 to 2.55 bits per code (docs/results.md, "Large data").
     min_epochs: float = between(6.0, 0.0, 1e4)
     lr: float = above(5e-3, 0.0)
     weight_decay: float = between(0.1, 0.0, 1e3)  # AdamW, on weight matrices and embeddings only
@@ -160,7 +160,7 @@ class SampleConfig:
     n: int = positive(64)
     # Slightly below 1: on held-out Fréchet distances (20 draws; default data and flat folder, both seeds;
     # class folder; glyphs) 0.97 beats 1.0 on every prior and 0.94 on four of five (fashion_mnist.yaml keeps
-    # 1.0, where it is better). The bits per code are the model's own, at T = 1 (benchmarks/RESULTS.md).
+    # 1.0, where it is better). The bits per code are the model's own, at T = 1 (docs/results.md).
     temperature: float = between(0.97, 1e-3, 100.0)
     top_k: Optional[int] = positive(None)  # sample among the k most likely codes only
     top_p: Optional[float] = field(default=None, metadata={"above": 0.0, "max": 1.0})  # nucleus sampling
@@ -168,12 +168,12 @@ class SampleConfig:
                                       metadata={"min": 1e-3, "max": 100.0})
     fd_samples: int = between(1000, 2, 10**7)  # generated images per prior for the Frechet distance
     # Independent sets of fd_samples from the learned prior at `temperature`, whose FDs are averaged:
-    # one set of 1,000 moves fd_learned by 10-25%, the mean of 5 still by about 7% (benchmarks/RESULTS.md);
+    # one set of 1,000 moves fd_learned by 10-25%, the mean of 5 still by about 7% (docs/results.md);
     # the floor has no such noise. 20 cost the default run about 17 s.
     fd_draws: int = between(20, 1, 100)
     classifier_steps: int = positive(600)  # training steps of the feature classifier
     # Its own seed, not run.seed, so that runs of one dataset with other seeds share one feature space:
-    # on an unlabelled folder the classifier's seed alone moves an fd ratio 1.5x-2.3x (benchmarks/RESULTS.md).
+    # on an unlabelled folder the classifier's seed alone moves an fd ratio 1.5x-2.3x (docs/results.md).
     classifier_seed: int = between(0, 0, MAX_SEED)
     # Inception FID beside the classifier FD (needs the `fid` extra); auto = on with a GPU, off on CPU
     inception_fid: Union[bool, str] = choice("auto", ("auto", True, False))

@@ -16,7 +16,7 @@ compute the same logits return the same codes.
 
 In float64 both methods return the same codes; in float32 the two ways of summing the same
 products differ in the last bits, so the codes could differ where a uniform falls within
-~1e-7 of a CDF boundary (not observed in the benchmarks, see benchmarks/RESULTS.md).
+~1e-7 of a CDF boundary (not observed in the benchmarks, see docs/results.md).
 """
 
 from __future__ import annotations
