@@ -23,8 +23,7 @@ import torch
 from tqdm import tqdm
 
 from data import CodeWriter, Config, load_split, to_model_range
-from data.io import sha256_file
-from data.provenance import fingerprint, stale_reason
+from data.provenance import file_hash, fingerprint, stale_reason
 from data.rundir import RunPaths, run_config
 from data.training import make_accelerator, process_count, process_rank
 
@@ -96,7 +95,7 @@ def encode_run(run_dir: Path, config: Optional[Config] = None, split: str = "all
     config = config or run_config(paths)
     device = make_accelerator("no", config.run.device).device
     model = VQVAE.from_checkpoint(paths.stage1_checkpoint, map_location=device)
-    sha = sha256_file(paths.stage1_checkpoint)
+    sha = file_hash(paths.stage1_checkpoint)  # hashed once: the fingerprints below reuse it
     say = print if process_rank() == 0 else (lambda *_: None)
     written = []
     for name in SPLITS if split == "all" else (split,):
