@@ -37,11 +37,11 @@ from stage2_prior.evaluate import evaluate as evaluate_prior
 from stage2_prior.train import train as train_stage2
 
 from . import sources
+from .classifier import FeatureClassifier, features, load_or_train_classifier
+from .frechet import sample_quality
 from .inception import PACKAGE, WEIGHTS, inception_enabled, inception_fid, weights_file
 from .novelty import measure_novelty, neighbour_rows
 from .pipeline import PRIORS, VQPriorPipeline
-from .classifier import features, load_or_train_classifier
-from .frechet import sample_quality
 from .report import write_report
 
 # Distinct generator seeds per use, all derived from run.seed.
@@ -170,8 +170,9 @@ def measure_quality(pipe: VQPriorPipeline, config: Config, paths: RunPaths) -> d
     for t in s.temperatures:
         generated[f"learned_T{float(t):g}"] = generated["learned"] if float(t) == s.temperature else \
             pipe(len(real), "learned", temperature=float(t), top_k=s.top_k, top_p=s.top_p, seed=seed).images
-    novelty = write_novelty(config, paths, real, first, pipe.device)
-    return write_quality(paths, config, real, generated, device=pipe.device, computed_from=stamp,
+    classifier = load_or_train_classifier(paths, config, pipe.device)  # (network, val accuracy), for both
+    novelty = write_novelty(config, paths, real, first, classifier[0])
+    return write_quality(paths, config, real, generated, classifier=classifier, computed_from=stamp,
                          extra={"novelty": novelty})
 
 
@@ -189,15 +190,17 @@ def learned_draws(pipe: VQPriorPipeline, config: Config, first: torch.Tensor) ->
 def write_quality(paths: RunPaths, config: Config, real: torch.Tensor,
                   generated: Mapping[str, torch.Tensor | list[torch.Tensor]],
                   device: str | torch.device = "cpu", log: Callable[[str], None] = print,
+                  classifier: Optional[tuple[FeatureClassifier, float]] = None,
                   computed_from: dict | None = None, extra: dict | None = None) -> dict:
     """Compute FDs against ``real`` val images and write the run's ``quality.json``; returns its content.
 
     ``generated`` maps a name to model-range images; the report expects the names
     ``reconstructions`` (decoded val codes, the floor), ``learned``, ``marginal`` and ``uniform``.
+    ``classifier`` is (network, val accuracy) when the caller has it, else the run's is loaded.
     ``computed_from`` is the file's provenance fingerprint (``pipeline.sources.quality``); ``extra``
     entries (the novelty statistics) are stored beside the distances.
     """
-    classifier, val_accuracy = load_or_train_classifier(paths, config, device, log)
+    classifier, val_accuracy = classifier or load_or_train_classifier(paths, config, device, log)
     quality = {
         **sample_quality(classifier, real, generated),
         "classifier_val_accuracy": val_accuracy,
@@ -213,14 +216,14 @@ def write_quality(paths: RunPaths, config: Config, real: torch.Tensor,
     return quality
 
 
-def write_novelty(config: Config, paths: RunPaths, real: torch.Tensor, samples: torch.Tensor, device) -> dict:
+def write_novelty(config: Config, paths: RunPaths, real: torch.Tensor, samples: torch.Tensor,
+                  classifier: FeatureClassifier) -> dict:
     """Nearest training images of the learned prior's samples (``pipeline.novelty``), and two pictures of them.
 
     ``report/nearest_typical.png`` shows the first samples, ``nearest_closest.png`` the samples
     closest to a training image in pixel space (the likeliest copies); each above its nearest
     training image in pixel space, then in feature space.
     """
-    classifier, _ = load_or_train_classifier(paths, config, device)
     train = load_split(config.data, "train").images
     stats, neighbours = measure_novelty(samples, real, train, lambda x: features(classifier, x).float())
     distances = neighbours["pixel"][0]
