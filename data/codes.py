@@ -10,7 +10,9 @@ Schema (``FORMAT_VERSION`` 1):
   ``distortion_dims`` (C*H*W, the sub-pixels per image) and ``distortion_likelihood``;
   stage 2 adds its rate to it for bits per dimension without ever loading stage 1;
 * attributes ``format_version``, ``num_embeddings``, ``embedding_dim``, ``grid_height``,
-  ``grid_width``, ``dataset``, ``split``, ``stage1_checkpoint_sha256``, ``num_codes``.
+  ``grid_width``, ``dataset``, ``split``, ``stage1_checkpoint_sha256``, ``num_codes``;
+* attribute ``computed_from`` (JSON text, ``data.provenance``): the checkpoint, data and settings
+  the file was encoded from; a run encodes a file again when it is missing or differs.
 
 ``CodeWriter`` streams batches to a temporary file that is renamed into place only when
 complete; ``read_code_info`` / ``load_codes`` / ``CodeDataset`` validate everything on read.

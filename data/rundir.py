@@ -73,12 +73,9 @@ class RunPaths:
         return self.samples / f"temperature_{float(temperature):g}.png"
 
     def temperature_grids(self, temperatures: list) -> list[tuple[float, Path]]:
-        """(T, grid) for each T of the sweep whose grid exists (also under the ``str(float(T))`` name)."""
-        found = []
-        for t in map(float, temperatures):
-            names = dict.fromkeys([self.temperature_grid(t), self.samples / f"temperature_{t}.png"])
-            found += [(t, path) for path in names if path.is_file()][:1]
-        return found
+        """(T, grid) for each T of the sweep whose grid exists."""
+        grids = [(float(t), self.temperature_grid(t)) for t in temperatures]
+        return [(t, path) for t, path in grids if path.is_file()]
 
     def class_grid(self, label: int) -> Path:
         """``samples/class_<c>.png``: samples of one class from a class-conditional prior."""

@@ -49,10 +49,10 @@ def render_html(run: RunFiles, metrics: dict, plots: dict[str, Path]) -> str:
 # ---------------------------------------------------------------- prose
 
 
-def findings(m: dict) -> str:
+def findings(metrics: dict) -> str:
     """The headline: the learned prior's bits per code and Fréchet distance against the two baselines."""
-    b, q = m["bits_per_code"], m["sample_quality"]
-    share = m["bits_per_code_ratio_to_uniform"]["learned"]
+    b, q = metrics["bits_per_code"], metrics["sample_quality"]
+    share = metrics["bits_per_code_ratio_to_uniform"]["learned"]
     saved = b["marginal"] - b["learned"]
     text = (f"The learned prior codes held-out grids in <b>{b['learned']:.3f}</b> bits per code, "
             f"{share:.0%} of the uniform prior's {b['uniform']:.3f} bits and {abs(saved):.3f} bits "
@@ -61,11 +61,12 @@ def findings(m: dict) -> str:
     text += (f"Its samples are at Fréchet distance <b>{q['fd_learned']:.3g}</b> from real images, against "
              f"{q['fd_marginal']:.3g} for the marginal and {q['fd_uniform']:.3g} for the uniform prior; "
              f"decoding real codes (the floor) gives {q['fd_reconstructions']:.3g}.")
-    bpd = m.get("bits_per_dim")
+    bpd = metrics.get("bits_per_dim")
     if bpd:
         text += (f" In bits per dimension (negative ELBO, an upper bound on -log<sub>2</sub> p(x)): learned "
                  f"<b>{bpd['learned']:.3f}</b>, marginal {bpd['marginal']:.3f}, uniform {bpd['uniform']:.3f}, "
-                 f"of which {bpd['distortion']:.3f} is the shared distortion of the {m.get('likelihood')} decoder.")
+                 f"of which {bpd['distortion']:.3f} is the shared distortion of the "
+                 f"{metrics.get('likelihood')} decoder.")
     return text
 
 
@@ -77,8 +78,8 @@ def sampling_label(sampling: dict | None) -> str:
     return f"T = {t:g}, top-k {sampling.get('top_k') or 'off'}, top-p {sampling.get('top_p') or 'off'}"
 
 
-def fd_note(m: dict, inception_stale: str | None = None) -> str:
-    q = m["sample_quality"]
+def fd_note(metrics: dict, inception_stale: str | None = None) -> str:
+    q = metrics["sample_quality"]
     parts = ["Fréchet distance between Gaussians fitted to penultimate-layer features of each image set and of "
              "real val images; lower is better. The reconstructions row decodes the val images' own codes: "
              "the floor that a perfect prior would reach with this stage 1."]
@@ -116,23 +117,23 @@ def samples_note(config: Config) -> str:
 # ---------------------------------------------------------------- optional sections
 
 
-def temperature_section(f: RunFiles, m: dict | None = None) -> str:
+def temperature_section(run: RunFiles, metrics: dict | None = None) -> str:
     """The learned prior's grids at each sweep temperature and their Fréchet distances, or "" when none exists."""
-    if not f.temperatures:
+    if not run.temperatures:
         return ""
     return "\n".join(["<h2>Temperature sweep of the learned prior</h2>",
                       "<p class='note'>Logits divided by T before sampling: low T gives typical, less varied "
                       "images; high T more varied and less coherent ones.</p>",
-                      figures([(f"T = {t:g}", p) for t, p in f.temperatures], cell=250),
-                      temperature_fd_table(m or {}, f.config)])
+                      figures([(f"T = {t:g}", p) for t, p in run.temperatures], cell=250),
+                      temperature_fd_table(metrics or {}, run.config)])
 
 
-def temperature_fd_table(m: dict, config: Config) -> str:
+def temperature_fd_table(metrics: dict, config: Config) -> str:
     """Fréchet distance of the learned prior's samples at each sweep temperature, or "" when not measured."""
-    by_t = (m.get("sample_quality") or {}).get("fd_learned_by_temperature") or {}
+    by_t = (metrics.get("sample_quality") or {}).get("fd_learned_by_temperature") or {}
     if not by_t:
         return ""
-    q, s = m["sample_quality"], config.sample
+    q, s = metrics["sample_quality"], config.sample
     floor = q.get("fd_reconstructions")
     rows = [[f"{float(t):g}", num(fd, 3), num(ratio(fd, floor), 2) if floor else "–"]
             for t, fd in sorted(by_t.items(), key=lambda item: float(item[0]))]
@@ -145,13 +146,13 @@ def temperature_fd_table(m: dict, config: Config) -> str:
     return table(["temperature", "Fréchet distance", "x reconstruction floor"], rows) + "\n" + note
 
 
-def bpd_section(m: dict, plot: Path | None) -> str:
+def bpd_section(metrics: dict, plot: Path | None) -> str:
     """Bits per dimension: the stacked rate + distortion bars, a table and what the bound means; "" without them."""
-    bpd = m.get("bits_per_dim")
+    bpd = metrics.get("bits_per_dim")
     if not bpd:
         return ""
     rows = [[p, num(bpd["distortion"], 3), num(bpd[p] - bpd["distortion"], 3), num(bpd[p], 3)] for p in PRIORS]
-    likelihood = m.get("likelihood") or "gaussian"
+    likelihood = metrics.get("likelihood") or "gaussian"
     decoder = ("a discretised Gaussian centred on the decoder's output, one scale per channel fitted by maximum "
                "likelihood on training images" if likelihood == "gaussian" else
                "a discretised logistic with the mean and scale the decoder outputs for each sub-pixel")
@@ -168,9 +169,9 @@ def bpd_section(m: dict, plot: Path | None) -> str:
     return "\n".join(parts + ([img(plot, "bits per dimension, stacked", "plot")] if plot else []))
 
 
-def novelty_section(m: dict, neighbours: dict | None) -> str:
+def novelty_section(metrics: dict, neighbours: dict | None) -> str:
     """Samples above their nearest training images, and how close they are compared with val images."""
-    n = m.get("novelty")
+    n = metrics.get("novelty")
     if not n:
         return ""
     feature = n.get("feature") or {}
@@ -196,18 +197,18 @@ def novelty_section(m: dict, neighbours: dict | None) -> str:
     return "\n".join(parts)
 
 
-def class_section(f: RunFiles) -> str:
+def class_section(run: RunFiles) -> str:
     """A conditional prior's per-class grids, or "" when none exists; named by stage 1's ``class_names``."""
-    if not f.classes:
+    if not run.classes:
         return ""
-    names = f.stage1.get("class_names") or ()
+    names = run.stage1.get("class_names") or ()
     return "\n".join(["<h2>Class-conditional samples of the learned prior</h2>",
-                      figures([(class_caption(c, names), p) for c, p in f.classes], cell=180)])
+                      figures([(class_caption(c, names), p) for c, p in run.classes], cell=180)])
 
 
-def class_caption(c: int, names) -> str:
-    """``"c: name"`` when class ``c`` has a name, else ``"class c"``."""
-    return f"{c}: {names[c]}" if c < len(names) else f"class {c}"
+def class_caption(label: int, names) -> str:
+    """``"label: name"`` when the class has a name, else ``"class label"``."""
+    return f"{label}: {names[label]}" if label < len(names) else f"class {label}"
 
 
 # ---------------------------------------------------------------- tables
@@ -241,11 +242,11 @@ def config_tables(config: Config) -> str:
     return f"<div class='config'>{''.join(tables)}</div>"
 
 
-def stage1_table(m: dict) -> str:
-    s = m["stage1"]
+def stage1_table(metrics: dict) -> str:
+    s = metrics["stage1"]
     rows = [["val reconstruction NMSE", num(s["val_recon_nmse"], 4)],
             ["codebook perplexity (val)", num(s["perplexity"], 1)],
-            ["codes used (val)", f"{s['codes_used']} of {m['num_embeddings']} ({s['codes_used_fraction']:.0%})"]]
+            ["codes used (val)", f"{s['codes_used']} of {metrics['num_embeddings']} ({s['codes_used_fraction']:.0%})"]]
     if s.get("val_distortion_bits_per_dim") is not None:
         rows.append([f"val distortion ({s.get('likelihood')} decoder)",
                      f"{s['val_distortion_bits_per_dim']:.3f} bits/dim"])
@@ -254,23 +255,23 @@ def stage1_table(m: dict) -> str:
     return table(["stage 1", "value"], rows)
 
 
-def bits_table(m: dict) -> str:
+def bits_table(metrics: dict) -> str:
     """Bits per val code, their ratio to uniform, the learned prior's train bits and train/val gap, bits per image."""
-    b, r, per_image = m["bits_per_code"], m["bits_per_code_ratio_to_uniform"], m["bits_per_image"]
+    b, r, per_image = metrics["bits_per_code"], metrics["bits_per_code_ratio_to_uniform"], metrics["bits_per_image"]
     train = b.get("learned_train")
     header = ["prior", "bits per code (val)", "ratio to uniform"] + \
         (["train bits per code (val − train gap)"] if train is not None else []) + \
         (["bits per image"] if per_image else [])
 
-    def train_cell(p):
-        return [f"{train:.3f} ({b[p] - train:+.3f})" if p == "learned" else "–"] if train is not None else []
+    def train_cell(prior):
+        return [f"{train:.3f} ({b[prior] - train:+.3f})" if prior == "learned" else "–"] if train is not None else []
 
     return table(header, [[p, num(b[p], 3), num(r[p], 3)] + train_cell(p) +
                           ([num(per_image[p], 1)] if per_image else []) for p in PRIORS])
 
 
-def stage2_table(m: dict) -> str:
-    s = m["stage2"]
+def stage2_table(metrics: dict) -> str:
+    s = metrics["stage2"]
     rows = [["val bits per code (last eval)", num(s["final_val_bits_per_code"], 3)], ["steps", s["steps"]]]
     if s.get("grid"):
         rows.append(["code grid", f"{s['grid'][0]} × {s['grid'][1]}"])
@@ -284,9 +285,9 @@ def optional_rows(values: dict, rows: list[tuple[str, str, str]]) -> list[list]:
     return [[label, fmt.format(values[key])] for key, label, fmt in rows if values.get(key) is not None]
 
 
-def fd_table(m: dict) -> str:
+def fd_table(metrics: dict) -> str:
     """Fréchet distance per image set (each prior labelled with its sampling settings), Inception FID when measured."""
-    q = m["sample_quality"]
+    q = metrics["sample_quality"]
     setting = sampling_label(q.get("sampling"))
     labels = {"reconstructions": "reconstructions (floor)", **{p: f"{p} prior ({setting})" for p in PRIORS}}
     inception = q.get("fid_inception_learned") is not None
@@ -314,8 +315,8 @@ def num(value, digits: int) -> str:
 
 def table(header: list[str], rows: list[list]) -> str:
     """A table; cells that look numeric are right-aligned."""
-    def cell(v):
-        text = esc(v)
+    def cell(value):
+        text = esc(value)
         numeric = text.replace(",", "").replace(".", "", 1).removeprefix("-").isdigit()
         return f"<td class='num'>{text}</td>" if numeric else f"<td>{text}</td>"
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
@@ -334,6 +335,6 @@ def img(path: Path, alt: str, cls: str) -> str:
 
 def figures(items: list[tuple[str, Path]], cell: int) -> str:
     """Captioned images in a grid of columns at least ``cell`` pixels wide."""
-    cells = "".join(f"<figure><img alt='{esc(c)}' title='{esc(p.name)}' src='{data_uri(p)}'>"
-                    f"<figcaption>{esc(c)}</figcaption></figure>" for c, p in items)
+    cells = "".join(f"<figure><img alt='{esc(caption)}' title='{esc(path.name)}' src='{data_uri(path)}'>"
+                    f"<figcaption>{esc(caption)}</figcaption></figure>" for caption, path in items)
     return f"<div class='grid' style='--cell: {cell}px'>{cells}</div>"

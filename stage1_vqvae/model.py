@@ -128,9 +128,8 @@ class VQVAE(nn.Module):
         self.decoder = Decoder(out_channels, c.hidden, c.residual_hidden, c.residual_layers, c.downsamples,
                                c.embedding_dim)
         self.downsample_factor = 2 ** c.downsamples
-        if c.likelihood == "gaussian":  # NaN until fit_pixel_scale; checkpoints from before it load as NaN
+        if c.likelihood == "gaussian":  # NaN until fit_pixel_scale
             self.register_buffer("pixel_log_scale", torch.full((in_channels,), float("nan")))
-            self._register_load_state_dict_pre_hook(_unfitted_scale_if_missing, with_module=True)
 
     @property
     def num_embeddings(self) -> int:
@@ -231,7 +230,3 @@ class VQVAE(nn.Module):
         self.encoder.to(memory_format=torch.channels_last)
         return self.eval()
 
-
-def _unfitted_scale_if_missing(module, state_dict, prefix, *_):
-    """Load a Gaussian model saved before the pixel scale existed with the scale unfitted (NaN)."""
-    state_dict.setdefault(prefix + "pixel_log_scale", torch.full((module.in_channels,), float("nan")))

@@ -75,7 +75,11 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
             raise RunConflict(f"{ckpt_path} holds a model built with other stage1 settings than this config's",
                               path=ckpt_path, advice="resume with the run's own saved config", fix=Fix.NEW_RUN)
         load_weights(model, state["model"], ckpt_path)
-        load_optimizer_state(optimizer, model, state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError as exc:  # e.g. another layout of parameter groups
+            raise RunConflict(f"{ckpt_path} holds an optimizer state that does not fit this model ({exc})",
+                              path=ckpt_path, fix=Fix.NEW_RUN) from None
         step = state["step"]
         restore_rng(state["rng"])
         warn_if_threads_differ(state.get("environment"), "stage 1")
@@ -166,18 +170,6 @@ def build_optimizer(model: VQVAE, lr: float) -> torch.optim.Adam:
     decoder = {id(p) for p in model.decoder.parameters()}
     return torch.optim.Adam([{"params": [p for p in model.parameters() if id(p) in decoder]},
                              {"params": [p for p in model.parameters() if id(p) not in decoder]}], lr=lr)
-
-
-def load_optimizer_state(optimizer: torch.optim.Adam, model: VQVAE, saved: dict) -> None:
-    """Load ``saved`` into ``build_optimizer``'s optimizer; a one-group state (checkpoints from before
-    the decoder phase) is loaded into a one-group Adam first and its per-parameter state moved over."""
-    if len(saved["param_groups"]) == len(optimizer.param_groups):
-        optimizer.load_state_dict(saved)
-        return
-    legacy = torch.optim.Adam(model.parameters(), lr=optimizer.param_groups[0]["lr"])
-    legacy.load_state_dict(saved)
-    for param, param_state in legacy.state.items():
-        optimizer.state[param] = param_state
 
 
 def set_phase(model: VQVAE, optimizer: torch.optim.Adam, step: int, s) -> None:

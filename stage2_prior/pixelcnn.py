@@ -226,9 +226,7 @@ class GatedPixelCNN(nn.Module):
         """
         config = model_from_dict(PixelCNNConfig, state["model_config"], f"stage-2 checkpoint {source}")
         model = cls(int(state["num_embeddings"]), config, int(state["num_classes"]))
-        unused = f"layers.{config.layers - 1}.residual."  # older checkpoints hold the last layer's unused W_res
-        weights = {k: v for k, v in state.get("ema", state["model"]).items() if not k.startswith(unused)}
-        return load_weights(model, weights, source).eval()
+        return load_weights(model, state.get("ema", state["model"]), source).eval()
 
 
 def check_labels(labels, num_classes: int, n: int, device) -> Optional[torch.Tensor]:

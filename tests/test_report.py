@@ -62,7 +62,7 @@ def make_run(root, temperatures=(0.5, 1.0), classes=(0, 1, 2)):
     for i, prior in enumerate(("learned", "marginal", "uniform")):
         grid(run / f"samples/{prior}.png", 1 + i, samples)
     for i, t in enumerate(temperatures):
-        grid(run / f"samples/temperature_{t}.png", 10 + i, samples)
+        grid(RunPaths(run).temperature_grid(t), 10 + i, samples)
     for c in classes:
         grid(run / f"samples/class_{c}.png", 20 + c, samples)
     (run / "report/quality.json").write_text(json.dumps(stamp(QUALITY, sources.quality(RunPaths(run), config))))
@@ -112,7 +112,7 @@ def test_index_html_has_every_section_and_inlines_the_run_images(report):
     for plot in ("stage1_curves.png", "codebook_usage.png", "stage2_curves.png"):
         assert embedded(page, run / "report" / plot)
     images = ["stage1/reconstructions.png", "samples/learned.png", "samples/marginal.png", "samples/uniform.png",
-              "samples/temperature_0.5.png", "samples/temperature_1.0.png",
+              "samples/temperature_0.5.png", "samples/temperature_1.png",
               "samples/class_0.png", "samples/class_1.png", "samples/class_2.png"]
     assert all(embedded(page, run / name) for name in images)
     assert "bits per image" in page and "18,096" in page  # from stage2/summary.json

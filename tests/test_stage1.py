@@ -112,11 +112,10 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch, schedule,
         assert rates == sorted(set(rates), reverse=True) and rates[-1] < 0.05 * config.stage1.lr
 
 
-def test_an_interrupted_stage1_resumes_from_a_one_group_optimizer_and_under_other_decoder_steps(tmp_path,
-                                                                                               monkeypatch):
+def test_an_interrupted_stage1_resumes_under_other_decoder_steps(tmp_path, monkeypatch):
     config = load_config(TINY, ["stage1.steps=10", "stage1.decoder_steps=10"])
     full = train_module.train(config, tmp_path / "full")
-    real_log, real_build = train_module.MetricsLog.log, train_module.build_optimizer
+    real_log = train_module.MetricsLog.log
 
     def crash_at_step_10(self, row):  # after the step-5 checkpoint, before the step-10 one
         if row["step"] == 10:
@@ -124,14 +123,12 @@ def test_an_interrupted_stage1_resumes_from_a_one_group_optimizer_and_under_othe
         real_log(self, row)
 
     monkeypatch.setattr(train_module.MetricsLog, "log", crash_at_step_10)
-    monkeypatch.setattr(train_module, "build_optimizer", lambda model, lr: torch.optim.Adam(model.parameters(), lr))
     earlier = load_config(TINY, ["stage1.steps=10", "stage1.decoder_steps=0", "stage1.checkpoint_every=5"])
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train_module.train(earlier, tmp_path / "crashed")  # the layout of older checkpoints: one group
+        train_module.train(earlier, tmp_path / "crashed")
     state = torch.load(tmp_path / "crashed" / "stage1" / "checkpoint.pt", weights_only=True)
-    assert state["step"] == 5 and len(state["optimizer"]["param_groups"]) == 1
+    assert state["step"] == 5 and len(state["optimizer"]["param_groups"]) == 2  # the layout is the same
     monkeypatch.setattr(train_module.MetricsLog, "log", real_log)
-    monkeypatch.setattr(train_module, "build_optimizer", real_build)
     resumed = train_module.train(config, tmp_path / "crashed", resume=True)  # and decoder_steps 0 -> 10
     a = torch.load(tmp_path / "full" / "stage1" / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "crashed" / "stage1" / "checkpoint.pt", weights_only=True)["model"]
@@ -221,14 +218,30 @@ def test_the_gaussian_pixel_scale_is_fitted_into_the_checkpoint_and_the_val_code
     assert summary["pixel_scale"] == pytest.approx(state["model"]["pixel_log_scale"].exp().tolist())
 
 
-def test_a_checkpoint_from_before_the_pixel_scale_loads_with_an_unfitted_scale(tiny_run_template):
-    state = torch.load(tiny_run_template / "stage1" / "checkpoint.pt", weights_only=True)
-    del state["model"]["pixel_log_scale"]
-    model = VQVAE.from_state(state)
+def test_an_unfitted_gaussian_model_cannot_measure_distortion_but_still_decodes():
+    model = VQVAE(VQVAEConfig(num_embeddings=8, embedding_dim=4, hidden=8, residual_hidden=4), 1)
     assert not model.can_measure_distortion and torch.isnan(model.pixel_log_scale).all()
     with pytest.raises(ValueError, match="fit_pixel_scale"):
         model.distortion_bits(torch.zeros(1, 1, 28, 28))
-    assert model.decode(torch.zeros(1, 7, 7, dtype=torch.long)).shape == (1, 1, 28, 28)  # still samples
+    assert model.decode(torch.zeros(1, 7, 7, dtype=torch.long)).shape == (1, 1, 28, 28)
+
+
+def test_a_checkpoint_without_the_pixel_scale_is_refused_in_one_line(tiny_run_template):
+    state = torch.load(tiny_run_template / "stage1" / "checkpoint.pt", weights_only=True)
+    del state["model"]["pixel_log_scale"]
+    with pytest.raises(UserError, match="do not fit the model.*pixel_log_scale"):
+        VQVAE.from_state(state)
+
+
+def test_resuming_from_an_optimizer_state_of_another_layout_is_refused(tmp_path):
+    config = load_config(TINY, ["stage1.steps=4", "stage1.decoder_steps=0"])
+    train_module.train(config, tmp_path)
+    path = tmp_path / "stage1" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"][:1]
+    torch.save(state, path)
+    with pytest.raises(UserError, match="optimizer state that does not fit"):
+        train_module.train(load_config(TINY, ["stage1.steps=8", "stage1.decoder_steps=0"]), tmp_path, resume=True)
 
 
 def test_logistic_training_lowers_its_discretised_nll(tmp_path):
