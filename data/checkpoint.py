@@ -79,6 +79,9 @@ def load_checkpoint(path: str | os.PathLike, kind: str, keys: tuple[str, ...] = 
     if found != kind:
         described = "a " + KINDS[found][0] if found in KINDS else "not a checkpoint of this version"
         raise BadFile(f"{path} is {described}, not a {what}", **where)
+    if state.get("format_version") != FORMAT_VERSION:
+        raise BadFile(f"{what} {path} has format_version {state.get('format_version')}; this version reads "
+                      f"{FORMAT_VERSION}", **where)
     missing = [k for k in ("model", "model_config", *keys) if k not in state]
     if missing:
         raise BadFile(f"{what} {path} lacks {', '.join(missing)}; it is damaged or from another version", **where)

@@ -90,7 +90,7 @@ def test_sigterm_during_encode_removes_the_temporary_file_and_keeps_the_others(t
 # ---------------------------------------------------------------- files of the wrong kind or shape
 
 
-def test_a_checkpoint_of_another_kind_or_shape_is_a_one_line_error(finished_run, tmp_path):
+def test_a_checkpoint_of_another_kind_shape_or_format_is_a_one_line_error(finished_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
     shutil.copy(run / "stage2" / "checkpoint.pt", run / "stage1" / "checkpoint.pt")
@@ -101,6 +101,10 @@ def test_a_checkpoint_of_another_kind_or_shape_is_a_one_line_error(finished_run,
     state["model_config"]["hidden"] = 24  # the weights no longer fit the model the config describes
     torch.save(state, run / "stage1" / "checkpoint.pt")
     one_line_error(run_cli("stage1_vqvae", "encode", "--run", str(run), "--force"), "do not fit")
+    state["format_version"] = 2  # a format this version cannot read
+    torch.save(state, run / "stage1" / "checkpoint.pt")
+    one_line_error(run_cli("stage1_vqvae", "encode", "--run", str(run), "--force"),
+                   "has format_version 2; this version reads 1")
     torch.save({"model": 1}, run / "stage2" / "checkpoint.pt")  # unpickles, but is no checkpoint of ours
     one_line_error(run_cli("stage2_prior", "evaluate", "--run", str(run)), "not a stage-2 checkpoint")
 
