@@ -15,9 +15,10 @@ from conftest import ROOT
 
 PACKAGES = ("data", "stage1_vqvae", "stage2_prior", "pipeline")
 LEVEL = {"data": 0, "stage1_vqvae": 1, "stage2_prior": 1, "pipeline": 2}  # a package imports only lower levels
-# The command-line layer: argument parsing, the console command, rendering errors as commands.
-CLI_MODULES = {"data/cli.py", "data/shadow.py", "pipeline/console.py", "pipeline/sample_files.py",
-               "pipeline/__main__.py", "stage1_vqvae/__main__.py", "stage2_prior/__main__.py"}
+# The command-line layer: argument parsing, the console command, rendering errors as commands,
+# the generator of docs/configuration.md.
+CLI_MODULES = {"data/cli.py", "data/shadow.py", "data/config_docs.py", "pipeline/console.py",
+               "pipeline/sample_files.py", "pipeline/__main__.py", "stage1_vqvae/__main__.py", "stage2_prior/__main__.py"}
 RUN_FILES = ("config.yaml", "checkpoint.pt", "summary.json", "metrics.jsonl", "metrics.json", "index.html",
              "reconstructions.png", "bits_per_code.json", "quality.json", "inception_fid.json", "train.h5", "val.h5")
 FLAG = re.compile(r"(^|[\s(`'\"])--[a-z][a-z-]*\b(?!:)|python -m ")  # a flag, not a CSS variable
