@@ -224,7 +224,7 @@ class VQVAE(nn.Module):
     def for_inference(self) -> "VQVAE":
         """Eval mode, with the encoder's weights in channels-last layout.
 
-        Channels-last runs the encoder 1.3-1.4x faster on CPU (oneDNN; docs/results.md);
+        Channels-last runs the encoder faster on CPU (oneDNN; docs/results.md, "Encoding to HDF5");
         training and the decoder gain nothing from it, so they keep the default layout.
         """
         self.encoder.to(memory_format=torch.channels_last)
