@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST, one_line_error, run_cli
+from tests.helpers import FAST, one_line_error, run_cli
 
 VQPRIOR = Path(sys.executable).parent / "vqprior"  # installed by `pip install -e .` beside this Python
 # A user's module that must never run: importing it leaves a marker file and fails loudly.

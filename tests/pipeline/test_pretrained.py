@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import one_line_error
 from data.config_files import load_config
 from data.datasets import FASHION_MNIST_CLASSES
 from data.errors import UserError
 from data.io import sha256_file
 from pipeline import VQPriorPipeline
+
+from tests.helpers import one_line_error
 
 FILES = {"vqvae.safetensors", "prior.safetensors", "pipeline.json"}
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

@@ -18,8 +18,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT
 from data import load_codes, load_split, load_config
+
+from tests.helpers import ROOT
 
 
 def launch(*args: str, processes: int = 2) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ from data.config import Config
 from data.config_files import load_config, save_config
 from data.errors import UserError
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_every_config_key_has_help_text():

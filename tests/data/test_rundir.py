@@ -16,14 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import FAST, ROOT, TINY, one_line_error, private_copy, run_cli
 from data.config import Config
 from data.config_files import load_config, shipped_configs
 from data.io import sha256_file
 from data.provenance import recorded
 from data.rundir import run_lock
 
-STEPS = 6  # stage-2 steps of conftest.FAST (tiny.yaml has 20; fewer keep the tests fast)
+from tests.helpers import FAST, ROOT, TINY, one_line_error, private_copy, run_cli
+
+STEPS = 6  # stage-2 steps of helpers.FAST (tiny.yaml has 20; fewer keep the tests fast)
 MORE = 12  # the continued prior
 
 
@@ -33,7 +34,7 @@ def sets(overrides: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def finished(fast_run) -> Path:
-    """A finished tiny run (``conftest.fast_run``), made by the command a user types; read only."""
+    """A finished tiny run (the ``fast_run`` fixture), made by the command a user types; read only."""
     return fast_run
 
 

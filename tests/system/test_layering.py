@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 PACKAGES = ("data", "stage1_vqvae", "stage2_prior", "pipeline")
 LEVEL = {"data": 0, "stage1_vqvae": 1, "stage2_prior": 1, "pipeline": 2}  # a package imports only lower levels

@@ -9,11 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FAST, TINY, run_cli
 from data import load_config, load_codes
 from data.errors import UserError
 from pipeline import VQPriorPipeline
 from pipeline import run as run_module
+
+from tests.helpers import FAST, TINY, run_cli
 
 SPEC_FILES = [
     "config.yaml", "stage1/checkpoint.pt", "stage1/metrics.jsonl", "stage1/reconstructions.png",

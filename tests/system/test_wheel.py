@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 PACKAGE_DATA = ["configs/default.yaml", "configs/tiny.yaml", "pipeline/templates/report.html",
                 "data/fashion_mnist/t10k-images-idx3-ubyte.gz", "data/fashion_mnist/t10k-labels-idx1-ubyte.gz",

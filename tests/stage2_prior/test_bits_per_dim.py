@@ -9,7 +9,8 @@ import torch
 
 from data.codes import CodeWriter, load_distortion
 from stage1_vqvae.likelihood import HALF_BIN, discretized_log_prob, fit_log_scale, nll_bits
-from stage2_helpers import SHA, TINY, make_run, stripes
+
+from tests.helpers import SHA, TINY_PRIOR, make_run, stripes
 
 LEVELS = torch.arange(256, dtype=torch.float64) / 255 - 0.5  # every 8-bit value in the model range
 
@@ -107,7 +108,7 @@ def bpd_run(tmp_path, cli):
     val, val_labels = stripes(64, (6, 6), 16, seed=1)
     distortion = torch.linspace(100.0, 300.0, 64, dtype=torch.float64)
     write_codes_with_distortion(run / "codes" / "val.h5", val, val_labels, distortion)
-    assert cli("stage2_prior", "train", "--run", str(run), *[a for s in TINY for a in ("--set", s)]).returncode == 0
+    assert cli("stage2_prior", "train", "--run", str(run), *[a for s in TINY_PRIOR for a in ("--set", s)]).returncode == 0
     result = cli("stage2_prior", "evaluate", "--run", str(run))
     assert result.returncode == 0, result.stderr
     return run, distortion, result.stdout
@@ -136,6 +137,6 @@ def test_bits_per_dim_differences_are_bits_per_image_differences(bpd_run):
 def test_code_files_without_distortion_give_no_bits_per_dim(tmp_path, cli):
     run = make_run(tmp_path / "run")
     assert load_distortion(run / "codes" / "val.h5") is None
-    assert cli("stage2_prior", "train", "--run", str(run), *[a for s in TINY for a in ("--set", s)]).returncode == 0
+    assert cli("stage2_prior", "train", "--run", str(run), *[a for s in TINY_PRIOR for a in ("--set", s)]).returncode == 0
     assert cli("stage2_prior", "evaluate", "--run", str(run)).returncode == 0
     assert "bits_per_dim" not in json.loads((run / "stage2" / "bits_per_code.json").read_text())

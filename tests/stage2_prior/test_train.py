@@ -9,13 +9,14 @@ import torch
 import stage2_prior.train as train_module
 from data.codes import load_codes
 from data.io import read_jsonl
-from stage2_helpers import SHA, TINY, make_run, stripes, write_codes
 from stage2_prior import GatedPixelCNN, MarginalPrior, UniformPrior, bits_per_code
 from stage2_prior.pixelcnn import CHECKPOINT_KEYS
 
+from tests.helpers import SHA, TINY_PRIOR, make_run, stripes, write_codes
+
 
 def train_args(run, *extra):
-    return ["train", "--run", str(run), *[a for s in TINY for a in ("--set", s)], *extra]
+    return ["train", "--run", str(run), *[a for s in TINY_PRIOR for a in ("--set", s)], *extra]
 
 
 @pytest.fixture

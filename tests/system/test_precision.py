@@ -12,11 +12,10 @@ import os
 
 import pytest
 
-from conftest import TINY
 from data import load_config
 from data.io import read_jsonl
-from stage2_helpers import TINY as STAGE2_TINY
-from stage2_helpers import make_run
+
+from tests.helpers import TINY, TINY_PRIOR, make_run
 
 compiles = pytest.mark.skipif(os.environ.get("VQPRIOR_SKIP_COMPILE") == "1", reason="VQPRIOR_SKIP_COMPILE=1")
 
@@ -31,7 +30,7 @@ def stage2(tmp_path, name, *overrides):
     from stage2_prior.train import train
 
     run = make_run(tmp_path / name)
-    return train(load_config(run / "config.yaml", [*STAGE2_TINY, "stage2.steps=30", *overrides]), run), run
+    return train(load_config(run / "config.yaml", [*TINY_PRIOR, "stage2.steps=30", *overrides]), run), run
 
 
 def test_bf16_asked_for_runs_stage1_on_the_cpu_close_to_fp32(tmp_path):

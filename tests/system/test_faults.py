@@ -13,9 +13,9 @@ import subprocess
 import pytest
 import torch
 
-from conftest import TINY, one_line_error, run_cli
 from data.io import sha256_file
-from stage2_helpers import make_run
+
+from tests.helpers import TINY, make_run, one_line_error, run_cli, write_codes
 
 
 @contextlib.contextmanager
@@ -110,8 +110,6 @@ def test_a_checkpoint_of_another_kind_shape_or_format_is_a_one_line_error(finish
 
 
 def test_empty_code_files_and_negative_labels_are_one_line_errors(tmp_path, cli):
-    from stage2_helpers import write_codes
-
     run = make_run(tmp_path / "run")
     write_codes(run / "codes" / "val.h5", torch.zeros(0, 6, 6, dtype=torch.int64), split="val")
     one_line_error(cli("stage2_prior", "train", "--run", str(run)), "holds no code grids")

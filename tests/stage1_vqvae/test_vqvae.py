@@ -8,11 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY, run_cli
 from data import UserError, load_config
 from data.io import read_jsonl
 from stage1_vqvae import VQVAE, VQVAEConfig
 from stage1_vqvae import train as train_module
+
+from tests.helpers import TINY, run_cli
 
 
 def test_train_writes_every_artifact(tiny_run_template):

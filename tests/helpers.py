@@ -1,7 +1,11 @@
-"""Synthetic code files for the stage-2 tests: structured grids a tiny prior learns in seconds."""
+"""What tests share besides fixtures: paths, override lists, running a command, checking a refusal,
+and synthetic code files a tiny prior learns in seconds. Fixtures are in ``conftest.py``."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -9,10 +13,41 @@ import torch
 from data.codes import CodeWriter
 from data.config_files import load_config, save_config
 
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "configs" / "tiny.yaml"
+FAST = ["stage1.steps=4", "stage2.steps=6", "sample.fd_samples=16", "sample.classifier_steps=4"]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m ...`` as a user would; returns the completed process (never raises)."""
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd or ROOT,
+                          timeout=600)
+
+
+def private_copy(run: Path, tmp_path: Path) -> Path:
+    """A copy of a shared run directory (modification times kept) that one test may change."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return copy
+
+
+def one_line_error(result: subprocess.CompletedProcess, *words: str) -> str:
+    """Assert a refused command: exit 2, one ``error:`` line (progress bars aside) naming ``words``, no traceback."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip() and "%|" not in line]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+# ---------------------------------------------------------------- synthetic code files for stage 2
+
 SHA = "ab" * 32
-TINY = ["stage2.hidden=16", "stage2.layers=2", "stage2.kernel_size=3", "stage2.batch_size=16",
-        "stage2.steps=12", "stage2.min_epochs=0", "stage2.warmup_steps=2", "stage2.log_every=4",
-        "stage2.eval_every=6", "stage2.checkpoint_every=4", "run.device=cpu"]
+TINY_PRIOR = ["stage2.hidden=16", "stage2.layers=2", "stage2.kernel_size=3", "stage2.batch_size=16",
+              "stage2.steps=12", "stage2.min_epochs=0", "stage2.warmup_steps=2", "stage2.log_every=4",
+              "stage2.eval_every=6", "stage2.checkpoint_every=4", "run.device=cpu"]
 
 
 def stripes(n: int, grid=(6, 6), num_embeddings: int = 16, seed: int = 0):
