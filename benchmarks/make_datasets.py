@@ -1,6 +1,6 @@
 """Write the offline image folders the prior ablations (docs/results.md) use.
 
-    python benchmarks/make_datasets.py --out /work/data
+    python -m benchmarks.make_datasets --out /work/data
 
 * ``fmnist_classes/<class>/*.png`` and ``fmnist_flat/*.png``: the 60,000 Fashion-MNIST training
   images from Debian's dataset-fashion-mnist, as grayscale PNGs, class-per-folder and flat;

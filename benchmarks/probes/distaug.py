@@ -6,27 +6,25 @@ shifted ones, conditioned on the shift through the class-bias mechanism (real gr
 Val bits are measured on real grids (class 0): does seeing shifted grids help the prior on real
 ones? P_ID = 1 is the control (same script, no shifted grids).
 
-    python benchmarks/distaug_probe.py RUN STEPS P_ID SHIFT_PX SEED
-    python benchmarks/distaug_probe.py runs/ablate/bpd-gaussian 3000 0.5 4 0
-    python benchmarks/distaug_probe.py runs/ablate/bpd-gaussian 3000 1.0 4 0
+    python -m benchmarks.probes.distaug RUN STEPS P_ID SHIFT_PX SEED
+    python -m benchmarks.probes.distaug runs/ablate/bpd-gaussian 3000 0.5 4 0
+    python -m benchmarks.probes.distaug runs/ablate/bpd-gaussian 3000 1.0 4 0
 """
 
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from data import load_split, to_model_range  # noqa: E402
-from data.codes import load_codes  # noqa: E402
-from data.config_files import load_config  # noqa: E402
-from data.training import cosine_lr  # noqa: E402
-from stage1_vqvae.model import VQVAE  # noqa: E402
-from stage2_prior.evaluate import bits_per_code  # noqa: E402
-from stage2_prior.pixelcnn import GatedPixelCNN  # noqa: E402
-from stage2_prior.train import build_optimizer  # noqa: E402
+from data import load_split, to_model_range
+from data.codes import load_codes
+from data.config_files import load_config
+from data.training import cosine_lr
+from stage1_vqvae.model import VQVAE
+from stage2_prior.evaluate import bits_per_code
+from stage2_prior.pixelcnn import GatedPixelCNN
+from stage2_prior.train import build_optimizer
 
 SHIFTS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
 
@@ -70,4 +68,7 @@ def main(run: str, steps: int, p_id: float, px: int, seed: int) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) < 6 or sys.argv[1] in ("-h", "--help"):  # the usage is the docstring
+        print(__doc__)
+        sys.exit(0 if sys.argv[1:2] in (["-h"], ["--help"]) else 2)
     main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))

@@ -3,7 +3,7 @@
 Each measurement runs in a fresh subprocess so peak resident memory (ru_maxrss) is its own;
 the reported peak is the growth over the process's baseline after inputs are created.
 
-    python benchmarks/bench_quantizer.py [--n 16384] [--k 512] [--d 64] [--repeats 20]
+    python -m benchmarks.speed.quantizer [--n 16384] [--k 512] [--d 64] [--repeats 20]
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def main():
         return
     results = {}
     for kind in ("onehot", "ours"):
-        out = subprocess.run([sys.executable, __file__, "--child", kind, "--n", str(a.n), "--k", str(a.k),
+        out = subprocess.run([sys.executable, "-m", __spec__.name, "--child", kind, "--n", str(a.n), "--k", str(a.k),
                               "--d", str(a.d), "--repeats", str(a.repeats)], capture_output=True, text=True,
                              check=True)
         results[kind] = json.loads(out.stdout.strip().splitlines()[-1])

@@ -6,7 +6,7 @@ they did in float32 (the model's dtype in use) and in float64. Naive sampling on
 takes about an hour on a CPU, so above ``--naive-max`` positions its time is H*W times the measured
 time of one full forward (the cost of every naive step), and equality is checked on a batch of 4.
 
-    python benchmarks/bench_stage2_sampling.py [--grids 8 16 32] [--batch 64] [--naive-max 256]
+    python -m benchmarks.speed.sampling [--grids 8 16 32] [--batch 64] [--naive-max 256]
 """
 
 from __future__ import annotations

@@ -1,14 +1,18 @@
-"""Print rows of benchmarks/ablation.jsonl as the Markdown ablation table of docs/results.md.
+"""Print rows of the JSONL file benchmarks.ablations.prior writes as the Markdown ablation table of docs/results.md.
 
-    python benchmarks/ablation_table.py                      # every row
-    python benchmarks/ablation_table.py fm-p3000 fm-dec4     # rows whose tag is one of these
+    python -m benchmarks.ablations.table                      # every row of runs/ablate/ablation.jsonl
+    python -m benchmarks.ablations.table fm-p3000 fm-dec4     # rows whose tag is one of these
+    ABLATIONS=other.jsonl python -m benchmarks.ablations.table
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
+
+ROWS = Path(os.environ.get("ABLATIONS", Path(__file__).resolve().parents[2] / "runs" / "ablate" / "ablation.jsonl"))
 
 HEADER = ("| tag | dataset | setting | val NMSE | learned bits per code (x uniform) | train bits (gap) "
           "| fd_learned / floor | FD draws | FD across the sweep (T: FD) | stage-2 s |")
@@ -29,7 +33,9 @@ def row(r: dict) -> str:
 
 
 def main() -> None:
-    rows = [json.loads(line) for line in (Path(__file__).parent / "ablation.jsonl").read_text().splitlines()]
+    if not ROWS.is_file():
+        sys.exit(f"no ablation rows at {ROWS}: run benchmarks.ablations.prior first (or set ABLATIONS)")
+    rows = [json.loads(line) for line in ROWS.read_text().splitlines()]
     wanted = sys.argv[1:]
     print(HEADER)
     print("|" + "---|" * HEADER.count(" | ") + "---|")

@@ -1,8 +1,9 @@
-"""Run one prior ablation and append its held-out numbers to a JSONL file (docs/results.md).
+"""Run one prior ablation and append its held-out numbers to a JSONL file (runs/ablate/ablation.jsonl by
+default; the tables of docs/results.md come from it through benchmarks.ablations.table).
 
-    python benchmarks/ablate_prior.py --tag glyphs-default --set data.dataset=image_folder \\
+    python -m benchmarks.ablations.prior --tag glyphs-default --set data.dataset=image_folder \\
         --set data.root=/work/data/glyphs
-    python benchmarks/ablate_prior.py --tag glyphs-ema --from-run runs/ablate/glyphs-default \\
+    python -m benchmarks.ablations.prior --tag glyphs-ema --from-run runs/ablate/glyphs-default \\
         --set stage2.ema_decay=0.999          # reuses that run's stage 1 and codes
 
 Each row: tag, dataset, overrides, val NMSE, learned / marginal / uniform bits per code (and the
@@ -20,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
     parser.add_argument("--keep-prior", action="store_true", help="with --from-run: reuse its prior too "
                         "(for sampling settings: only samples and quality are redone)")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "ablate"))
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "ablation.jsonl"))
+    parser.add_argument("--out", default=str(ROOT / "runs" / "ablate" / "ablation.jsonl"))
     args = parser.parse_args()
 
     run = Path(args.runs) / args.tag

@@ -1,8 +1,8 @@
 """Image-folder loading and stage-1 memory at scale (docs/results.md, "Memory and large folders").
 
-    python benchmarks/bench_folder.py decode --folder /work/data/fmnist_flat      # 1 and 2 workers, then reuse
-    python benchmarks/bench_folder.py memory --images 60000                       # peak RSS of stage-1 training
-    python benchmarks/bench_folder.py memory --images 600000
+    python -m benchmarks.speed.folder decode --folder /work/data/fmnist_flat      # 1 and 2 workers, then reuse
+    python -m benchmarks.speed.folder memory --images 60000                       # peak RSS of stage-1 training
+    python -m benchmarks.speed.folder memory --images 600000
 
 ``decode`` times a first decode of the folder into a fresh store with 1 and with 2 worker
 processes, then a second load that finds the store current (the median of five). ``memory`` writes a synthetic
@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def decode(folder: str) -> None:
@@ -89,8 +88,8 @@ def train_from_store(store: str, run: str, steps: int) -> None:
 def memory(n: int, steps: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         synthetic_store(Path(tmp) / "store", n)
-        result = subprocess.run([sys.executable, __file__, "_train", f"{tmp}/store", f"{tmp}/run", str(steps)],
-                                capture_output=True, text=True, cwd=ROOT)
+        child = [sys.executable, "-m", __spec__.name, "_train", f"{tmp}/store", f"{tmp}/run", str(steps)]
+        result = subprocess.run(child, capture_output=True, text=True, cwd=ROOT)
         if result.returncode:
             sys.exit(result.stderr[-2000:])
         peak = json.loads(result.stdout.strip().splitlines()[-1])

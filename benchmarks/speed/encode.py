@@ -9,8 +9,8 @@ in the default contiguous layout, and the full encode are warmed up, then timed 
 rounds in one process and the medians of the per-round ratios are reported, because a shared VM's
 speed drifts by +-30% over seconds and a single back-to-back pair of timings is mostly noise.
 
-    python benchmarks/bench_encode.py [--checkpoint runs/s1/stage1/checkpoint.pt] [--n 10000]
-    python benchmarks/bench_encode.py --checkpoint none --config configs/cifar10.yaml   # untrained model of a config
+    python -m benchmarks.speed.encode [--checkpoint runs/s1/stage1/checkpoint.pt] [--n 10000]
+    python -m benchmarks.speed.encode --checkpoint none --config configs/cifar10.yaml   # untrained model of a config
 
 Synthetic random pixels cost the encoder and the search exactly what real images cost
 (the work depends only on the shapes), so the ratio holds for real data.
@@ -54,7 +54,8 @@ def batches(n: int, shape: tuple[int, int, int]):
     gen = torch.Generator().manual_seed(0)
     for start in range(0, n, BATCH):
         size = min(BATCH, n - start)
-        yield torch.randint(0, 256, (size, *shape), dtype=torch.uint8, generator=gen), torch.zeros(size, dtype=torch.int64)
+        images = torch.randint(0, 256, (size, *shape), dtype=torch.uint8, generator=gen)
+        yield images, torch.zeros(size, dtype=torch.int64)
 
 
 def encode_to(model: VQVAE, n: int, shape: tuple[int, int, int], path: Path) -> None:
@@ -80,8 +81,8 @@ def child(a: argparse.Namespace) -> dict:
 
 
 def run_child(a: argparse.Namespace, n: int) -> dict:
-    args = [sys.executable, __file__, "--child", "--n", str(n), "--checkpoint", a.checkpoint, "--config", a.config,
-            "--image-size", str(a.image_size), "--channels", str(a.channels)]
+    args = [sys.executable, "-m", __spec__.name, "--child", "--n", str(n), "--checkpoint", a.checkpoint,
+            "--config", a.config, "--image-size", str(a.image_size), "--channels", str(a.channels)]
     out = subprocess.run(args, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

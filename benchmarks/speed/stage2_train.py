@@ -3,7 +3,7 @@
 Times optimizer steps (forward, backward, AdamW) of the default GatedPixelCNN on random codes,
 after a few warm-up steps; the full training loop adds evaluation and checkpoints on top.
 
-    python benchmarks/bench_stage2_train.py [--steps 30] [--grid 7]
+    python -m benchmarks.speed.stage2_train [--steps 30] [--grid 7]
 """
 
 from __future__ import annotations

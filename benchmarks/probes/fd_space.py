@@ -4,23 +4,21 @@ Draws the image sets of the run's quality step once (val reconstructions, ``samp
 draws of the learned prior), then trains the feature classifier with several seeds and reports
 fd_learned / fd_reconstructions in each feature space.
 
-    python benchmarks/fd_space_probe.py RUN [SEEDS] [STEPS] [TASK]
-    python benchmarks/fd_space_probe.py runs/ablate/flat-j700-d500-s1 0,1,2,3 600 rotation
+    python -m benchmarks.probes.fd_space RUN [SEEDS] [STEPS] [TASK]
+    python -m benchmarks.probes.fd_space runs/ablate/flat-j700-d500-s1 0,1,2,3 600 rotation
 """
 
 import json
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from data import load_split  # noqa: E402
-from data.config_files import load_config  # noqa: E402
-from data.rundir import RunPaths  # noqa: E402
-from pipeline.pipeline import VQPriorPipeline  # noqa: E402
-from pipeline.classifier import accuracy, train_classifier  # noqa: E402
-from pipeline.frechet import sample_quality  # noqa: E402
-from pipeline.run import fd_image_sets, learned_draws  # noqa: E402
+from data import load_split
+from data.config_files import load_config
+from data.rundir import RunPaths
+from pipeline.pipeline import VQPriorPipeline
+from pipeline.classifier import accuracy, train_classifier
+from pipeline.frechet import sample_quality
+from pipeline.run import fd_image_sets, learned_draws
 
 
 def main(run: str, seeds: str = "0,1,2,3", steps: str = "600", task: str = "auto") -> None:
@@ -43,4 +41,7 @@ def main(run: str, seeds: str = "0,1,2,3", steps: str = "600", task: str = "auto
 
 
 if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):  # the usage is the docstring
+        print(__doc__)
+        sys.exit(0 if sys.argv[1:2] in (["-h"], ["--help"]) else 2)
     main(*sys.argv[1:])

@@ -6,24 +6,22 @@ as the quality step, the FD of several random sets of decoded training codes (a 
 draws) and of the raw training images (a perfect generator's draws), beside the floor, with
 ``pipeline.frechet.sample_quality``: the mean of the sets and every set under ``fd_by_draw``.
 
-    python benchmarks/fd_reference_probe.py RUN [SETS]
-    python benchmarks/fd_reference_probe.py runs/quiet6 5
+    python -m benchmarks.probes.fd_reference RUN [SETS]
+    python -m benchmarks.probes.fd_reference runs/quiet6 5
 """
 
 import json
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from data import load_split, to_model_range  # noqa: E402
-from data.codes import load_codes  # noqa: E402
-from data.config_files import load_config  # noqa: E402
-from data.rundir import RunPaths  # noqa: E402
-from pipeline.pipeline import VQPriorPipeline  # noqa: E402
-from pipeline.classifier import load_or_train_classifier  # noqa: E402
-from pipeline.frechet import sample_quality  # noqa: E402
+from data import load_split, to_model_range
+from data.codes import load_codes
+from data.config_files import load_config
+from data.rundir import RunPaths
+from pipeline.pipeline import VQPriorPipeline
+from pipeline.classifier import load_or_train_classifier
+from pipeline.frechet import sample_quality
 
 
 def main(run: str, sets: str = "5") -> None:
@@ -43,4 +41,7 @@ def main(run: str, sets: str = "5") -> None:
     print(json.dumps({"run": run, **quality}, indent=1))
 
 if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):  # the usage is the docstring
+        print(__doc__)
+        sys.exit(0 if sys.argv[1:2] in (["-h"], ["--help"]) else 2)
     main(*sys.argv[1:])

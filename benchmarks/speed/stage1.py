@@ -3,7 +3,7 @@
 Synthetic data keeps the benchmark offline (CIFAR-10 needs a download); throughput does not
 depend on pixel values. Times ``--steps`` optimizer updates after ``--warmup`` ones.
 
-    python benchmarks/bench_stage1.py --config configs/default.yaml [--device cpu|cuda]
+    python -m benchmarks.speed.stage1 --config configs/default.yaml [--device cpu|cuda]
         [--set stage1.compile=true] [--set stage1.channels_last=true]
 """
 
