@@ -81,8 +81,10 @@ def command_run(args) -> None:
     bits = metrics["bits_per_code"]
     fd = metrics["sample_quality"]
     print(f"bits per code: learned {bits['learned']:.3f}, marginal {bits['marginal']:.3f}, "
-          f"uniform {bits['uniform']:.3f};  FD: learned {fd['fd_learned']:.2f}, marginal {fd['fd_marginal']:.2f}, "
-          f"uniform {fd['fd_uniform']:.2f}, reconstructions {fd['fd_reconstructions']:.2f}")
+          f"uniform {bits['uniform']:.3f}")
+    print(f"Fréchet distance: learned {fd['fd_learned']:.2f} = {fd['fd_learned_over_perfect_prior']:.2f}x a perfect "
+          f"prior's {fd['fd_perfect_prior']:.2f}; marginal {fd['fd_marginal']:.2f}, uniform {fd['fd_uniform']:.2f}; "
+          f"training images {fd['fd_train_images']:.2f}, reconstructions {fd['fd_reconstructions']:.2f}")
     bpd = metrics.get("bits_per_dim")
     if bpd:
         print(f"bits per dimension (negative ELBO): learned {bpd['learned']:.3f}, marginal {bpd['marginal']:.3f}, "

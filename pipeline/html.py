@@ -58,9 +58,10 @@ def findings(metrics: dict) -> str:
             f"{share:.0%} of the uniform prior's {b['uniform']:.3f} bits and {abs(saved):.3f} bits "
             f"{'less' if saved >= 0 else 'more'} than the marginal prior ({b['marginal']:.3f}). "
             if share is not None else "")
-    text += (f"Its samples are at Fréchet distance <b>{q['fd_learned']:.3g}</b> from real images, against "
-             f"{q['fd_marginal']:.3g} for the marginal and {q['fd_uniform']:.3g} for the uniform prior; "
-             f"decoding real codes (the floor) gives {q['fd_reconstructions']:.3g}.")
+    text += (f"Its samples are at Fréchet distance <b>{q['fd_learned']:.3g}</b> from real images, "
+             f"<b>{q['fd_learned_over_perfect_prior']:.2f}x</b> what a perfect prior would score with this stage 1 "
+             f"({q['fd_perfect_prior']:.3g}: decoded training grids), against {q['fd_marginal']:.3g} for the "
+             f"marginal and {q['fd_uniform']:.3g} for the uniform prior.")
     bpd = metrics.get("bits_per_dim")
     if bpd:
         text += (f" In bits per dimension (negative ELBO, an upper bound on -log<sub>2</sub> p(x)): learned "
@@ -81,8 +82,11 @@ def sampling_label(sampling: dict | None) -> str:
 def fd_note(metrics: dict, inception_stale: str | None = None) -> str:
     q = metrics["sample_quality"]
     parts = ["Fréchet distance between Gaussians fitted to penultimate-layer features of each image set and of "
-             "real val images; lower is better. The reconstructions row decodes the val images' own codes: "
-             "the floor that a perfect prior would reach with this stage 1."]
+             "real val images; lower is better. The yardstick is the perfect prior: random sets of training code "
+             "grids, decoded, are what a prior drawing exactly the training codes would produce with this stage 1. "
+             "Real training images show the metric's own noise at this set size. The reconstructions decode the "
+             "val images' own codes: they share their images with the val set, so they read lower than any prior "
+             "can."]
     if q.get("sampling"):
         setting = sampling_label(q["sampling"])
         parts.append(f"Each prior is sampled at {setting}, the settings of its sample grid below.")
@@ -102,7 +106,8 @@ def fd_note(metrics: dict, inception_stale: str | None = None) -> str:
     draws = q.get("fd_learned_draws")
     if draws:
         parts.append(f"The learned prior's distance is the mean over {len(draws)} independent sets "
-                     f"(each between {min(draws):.3g} and {max(draws):.3g}).")
+                     f"(each between {min(draws):.3g} and {max(draws):.3g}), as are the perfect prior's and the "
+                     "training images'.")
     return " ".join(parts)
 
 
@@ -134,8 +139,8 @@ def temperature_fd_table(metrics: dict, config: Config) -> str:
     if not by_t:
         return ""
     q, s = metrics["sample_quality"], config.sample
-    floor = q.get("fd_reconstructions")
-    rows = [[f"{float(t):g}", num(fd, 3), num(ratio(fd, floor), 2) if floor else "–"]
+    perfect = q.get("fd_perfect_prior")
+    rows = [[f"{float(t):g}", num(fd, 3), num(ratio(fd, perfect), 2) if perfect else "–"]
             for t, fd in sorted(by_t.items(), key=lambda item: float(item[0]))]
     draws = len(q.get("fd_learned_draws") or [])
     own = f"the mean of the learned-prior row's {draws} sets" if draws > 1 else "the learned-prior row's set"
@@ -143,7 +148,7 @@ def temperature_fd_table(metrics: dict, config: Config) -> str:
             f"each temperature (top-k {s.top_k or 'off'}, top-p {s.top_p or 'off'}, as the grids above), except "
             f"at the grids' own temperature ({sampling_label(q.get('sampling'))}), where it is {own}; "
             "one set moves it by 10-25%.</p>")
-    return table(["temperature", "Fréchet distance", "x reconstruction floor"], rows) + "\n" + note
+    return table(["temperature", "Fréchet distance", "x perfect prior"], rows) + "\n" + note
 
 
 def bpd_section(metrics: dict, plot: Path | None) -> str:
@@ -289,11 +294,14 @@ def fd_table(metrics: dict) -> str:
     """Fréchet distance per image set (each prior labelled with its sampling settings), Inception FID when measured."""
     q = metrics["sample_quality"]
     setting = sampling_label(q.get("sampling"))
-    labels = {"reconstructions": "reconstructions (floor)", **{p: f"{p} prior ({setting})" for p in PRIORS}}
+    labels = {**{p: f"{p} prior ({setting})" for p in PRIORS},
+              "perfect_prior": "a perfect prior (decoded training grids)", "train_images": "real training images",
+              "reconstructions": "reconstructions (decoded val codes)"}
     inception = q.get("fid_inception_learned") is not None
-    header = ["images", "Fréchet distance", "ratio to uniform"] + (["Inception FID"] if inception else [])
-    return table(header, [[label, num(q[f"fd_{k}"], 3), num(ratio(q[f"fd_{k}"], q["fd_uniform"]), 3)]
-                          + ([num(q.get(f"fid_inception_{k}"), 2)] if inception else [])
+    header = ["images", "Fréchet distance", "x perfect prior"] + (["Inception FID"] if inception else [])
+    return table(header, [[label, num(q[f"fd_{k}"], 3), num(ratio(q[f"fd_{k}"], q["fd_perfect_prior"]), 2)]
+                          + ([num(q.get(f"fid_inception_{k}"), 2) if q.get(f"fid_inception_{k}") is not None
+                              else "–"] if inception else [])
                           for k, label in labels.items()])
 
 

@@ -6,7 +6,9 @@ The numbers compared (see SPEC.md):
   the marginal prior (independent codes with the training frequencies) and the uniform prior
   (log2 K); the ratio to uniform is the share of the uniform prior's code length still needed;
 * Fréchet distance (pipeline/frechet.py) of decoded samples of each prior to real val images,
-  with the decoded val codes (stage-1 reconstructions) as the floor a perfect prior reaches;
+  read against what a perfect prior would score (``fd_perfect_prior``: decoded training grids),
+  beside the metric's own noise (``fd_train_images``) and the decoded val codes
+  (``fd_reconstructions``, which share their images with the val set and so read lower);
 * bits per dimension: the negative ELBO per sub-pixel of the val images, stage 1's distortion
   plus each prior's rate (stage2_prior/evaluate.py), an upper bound on -log2 p(x) / (C H W);
 * Inception FID (pipeline/inception.py), when measured, and the samples' novelty
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from stage2_prior import PRIORS
 
-from .results import RunFiles
+from .results import FD_KEYS, RunFiles
 
 
 def build_metrics(f: RunFiles) -> dict:
@@ -25,7 +27,8 @@ def build_metrics(f: RunFiles) -> dict:
     bits = {p: float(f.bits[p]) for p in PRIORS}
     if f.bits.get("learned_train") is not None:
         bits["learned_train"] = float(f.bits["learned_train"])
-    fd = {k: float(f.quality[k]) for k in ("fd_reconstructions", "fd_learned", "fd_marginal", "fd_uniform")}
+    fd = {k: float(f.quality[k]) for k in FD_KEYS}
+    draws = f.quality.get("fd_by_draw") or {}
     k = int(f.bits["num_embeddings"])
     grid = f.stage2.get("grid")  # (h, w) of a code grid, from stage2/summary.json
     return {
@@ -52,12 +55,14 @@ def build_metrics(f: RunFiles) -> dict:
         },
         "sample_quality": {
             **fd,
+            "fd_learned_over_perfect_prior": ratio(fd["fd_learned"], fd["fd_perfect_prior"]),
             "fd_learned_over_uniform": ratio(fd["fd_learned"], fd["fd_uniform"]),
             "fd_marginal_over_uniform": ratio(fd["fd_marginal"], fd["fd_uniform"]),
             "classifier_val_accuracy": f.quality.get("classifier_val_accuracy"),
             "classifier_task": f.quality.get("classifier_task"),
             "fd_samples": f.quality.get("fd_samples"),
-            "fd_learned_draws": (f.quality.get("fd_by_draw") or {}).get("learned"),
+            "fd_learned_draws": draws.get("learned"),
+            "fd_perfect_prior_draws": draws.get("perfect_prior"),
             "fd_learned_by_temperature": {key.removeprefix("fd_learned_T"): float(value)
                                           for key, value in f.quality.items() if key.startswith("fd_learned_T")},
             "sampling": f.quality.get("sampling"),

@@ -18,6 +18,11 @@ from stage2_prior import PRIORS
 
 from . import sources
 
+# The Fréchet distances quality.json must hold: the three priors', then the references they are read
+# against (a perfect prior's decoded training grids, real training images, decoded val codes).
+FD_KEYS = ("fd_learned", "fd_marginal", "fd_uniform", "fd_perfect_prior", "fd_train_images", "fd_reconstructions")
+
+
 def required(paths: RunPaths) -> dict[Path, Fix]:
     """Every input the report needs, and the step that makes it."""
     return {
@@ -67,7 +72,7 @@ def read_run(paths: RunPaths, config: Optional[Config] = None) -> RunFiles:
     stage1 = read_json(paths.stage1_summary,
                        ("val_recon_nmse", "perplexity", "codes_used", "num_embeddings", "code_counts"))
     bits = read_json(paths.bits, (*PRIORS, "num_embeddings"))
-    quality = read_json(paths.quality, ("fd_reconstructions", "fd_learned", "fd_marginal", "fd_uniform"))
+    quality = read_json(paths.quality, FD_KEYS)
     if not stage1["num_embeddings"] == bits["num_embeddings"] == len(stage1["code_counts"]):
         raise OutOfDate(f"{paths.bits} is for K={bits['num_embeddings']} codes but "
                         f"{paths.stage1_summary} for K={stage1['num_embeddings']}: stage 2 is out of date",

@@ -12,7 +12,8 @@ Under ``accelerate launch`` every process trains, and only the main one encodes,
 samples, measures and reports while the others wait.
 
 The Fréchet distances (and the Inception FID, when ``sample.inception_fid`` is on) compare the
-same image sets: ``fd_image_sets`` draws them with one seed at the sample grids' settings.
+same image sets: ``fd_image_sets`` draws them with one seed at the sample grids' settings. The
+learned prior's distance is read against ``reference_sets``: what a perfect prior would score.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from .pipeline import PRIORS, VQPriorPipeline
 from .report import write_report
 
 # Distinct generator seeds per use, all derived from run.seed.
-SEED_GRIDS, SEED_SWEEP, SEED_CLASSES, SEED_FD = 0, 1, 2, 3
+SEED_GRIDS, SEED_SWEEP, SEED_CLASSES, SEED_FD, SEED_REFERENCE = 0, 1, 2, 3, 4
 NEIGHBOUR_COLUMNS = 12  # samples per nearest-training-image picture
 
 
@@ -167,6 +168,7 @@ def measure_quality(pipe: VQPriorPipeline, config: Config, paths: RunPaths) -> d
     real, generated = fd_image_sets(pipe, config, paths, s.fd_samples)
     first = generated["learned"]
     generated["learned"] = learned_draws(pipe, config, first)
+    generated.update(reference_sets(pipe, config, paths, len(real)))
     for t in s.temperatures:
         generated[f"learned_T{float(t):g}"] = generated["learned"] if float(t) == s.temperature else \
             pipe(len(real), "learned", temperature=float(t), top_k=s.top_k, top_p=s.top_p, seed=seed).images
@@ -187,6 +189,23 @@ def learned_draws(pipe: VQPriorPipeline, config: Config, first: torch.Tensor) ->
                            seed=seed + 10 * draw).images for draw in range(1, s.fd_draws)]
 
 
+def reference_sets(pipe: VQPriorPipeline, config: Config, paths: RunPaths, n: int) -> dict[str, list[torch.Tensor]]:
+    """What the learned prior's Fréchet distance is read against: ``sample.fd_draws`` random sets of n
+    training grids, decoded (``perfect_prior``), and the same training images themselves (``train_images``).
+
+    A perfect prior would draw exactly the training codes, so its samples are decoded training grids:
+    their mean distance to the val images is the best any prior can score with this stage 1. The
+    real training images give the metric's own noise at this set size. The sets are drawn as the
+    learned prior's are (as many, as large), each a uniform random subset without repetition.
+    """
+    train_codes, _, _ = load_codes(paths.codes("train"), split="train")
+    train_images = load_split(config.data, "train").images
+    generator = torch.Generator().manual_seed(config.run.seed * 1000 + SEED_REFERENCE)
+    subsets = [torch.randperm(len(train_codes), generator=generator)[:n] for _ in range(config.sample.fd_draws)]
+    return {"perfect_prior": [pipe.decode(train_codes[index]) for index in subsets],
+            "train_images": [to_model_range(train_images[index]) for index in subsets]}
+
+
 def write_quality(paths: RunPaths, config: Config, real: torch.Tensor,
                   generated: Mapping[str, torch.Tensor | list[torch.Tensor]],
                   device: str | torch.device = "cpu", log: Callable[[str], None] = print,
@@ -194,8 +213,9 @@ def write_quality(paths: RunPaths, config: Config, real: torch.Tensor,
                   computed_from: dict | None = None, extra: dict | None = None) -> dict:
     """Compute FDs against ``real`` val images and write the run's ``quality.json``; returns its content.
 
-    ``generated`` maps a name to model-range images; the report expects the names
-    ``reconstructions`` (decoded val codes, the floor), ``learned``, ``marginal`` and ``uniform``.
+    ``generated`` maps a name to model-range images; the report expects the names ``learned``,
+    ``marginal``, ``uniform`` and the references ``perfect_prior``, ``train_images`` and
+    ``reconstructions`` (decoded val codes).
     ``classifier`` is (network, val accuracy) when the caller has it, else the run's is loaded.
     ``computed_from`` is the file's provenance fingerprint (``pipeline.sources.quality``); ``extra``
     entries (the novelty statistics) are stored beside the distances.

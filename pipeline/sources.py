@@ -42,7 +42,8 @@ def quality(paths: RunPaths, config: Config) -> dict:
 
     settings = {**sampling_settings(config), "fd_samples": config.sample.fd_samples, "fd_draws": config.sample.fd_draws,
                 "temperatures": config.sample.temperatures, "classifier": classifier_settings(config)}
-    return fingerprint(paths, [paths.stage1_checkpoint, paths.stage2_checkpoint, paths.codes("val")], settings)
+    return fingerprint(paths, [paths.stage1_checkpoint, paths.stage2_checkpoint, paths.codes("train"),
+                               paths.codes("val")], settings)
 
 
 def inception(paths: RunPaths, config: Config, n: int) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -49,13 +50,18 @@ def test_metrics_json_has_every_spec_key(finished_run):
     assert set(metrics["bits_per_code"]) >= {"learned", "marginal", "uniform"}
     assert metrics["bits_per_code"]["uniform"] == pytest.approx(5.0)  # log2 32
     assert set(metrics["stage1"]) >= {"val_recon_nmse", "perplexity", "codes_used"}
-    assert set(metrics["sample_quality"]) >= {"fd_reconstructions", "fd_learned", "fd_marginal", "fd_uniform"}
+    fd_names = ("learned", "marginal", "uniform", "perfect_prior", "train_images", "reconstructions")
+    assert set(metrics["sample_quality"]) >= {f"fd_{n}" for n in fd_names}
     values = [metrics["bits_per_code"][p] for p in ("learned", "marginal", "uniform")]
-    values += [metrics["sample_quality"][f"fd_{n}"] for n in ("reconstructions", "learned", "marginal", "uniform")]
-    assert all(isinstance(v, float) and v >= 0 for v in values)
+    values += [metrics["sample_quality"][f"fd_{n}"] for n in fd_names]
+    assert all(isinstance(v, float) and math.isfinite(v) and v >= 0 for v in values)
     draws = metrics["sample_quality"]["fd_learned_draws"]  # sample.fd_draws sets of the learned prior, averaged
     assert len(draws) == 5 and len(set(draws)) == 5  # tiny.yaml: 5
     assert metrics["sample_quality"]["fd_learned"] == pytest.approx(sum(draws) / 5)
+    perfect = metrics["sample_quality"]["fd_perfect_prior_draws"]  # as many sets as the learned prior's
+    assert len(perfect) == 5 and metrics["sample_quality"]["fd_perfect_prior"] == pytest.approx(sum(perfect) / 5)
+    assert metrics["sample_quality"]["fd_learned_over_perfect_prior"] == pytest.approx(
+        metrics["sample_quality"]["fd_learned"] / metrics["sample_quality"]["fd_perfect_prior"])
     temperature = load_config(finished_run / "config.yaml").sample.temperature  # in tiny.yaml's sweep
     by_temperature = metrics["sample_quality"]["fd_learned_by_temperature"]
     assert by_temperature[f"{temperature:g}"] == metrics["sample_quality"]["fd_learned"]
@@ -160,6 +166,22 @@ def test_prior_of_another_vqvae_is_refused(finished_run, tmp_path):
     torch.save(state, run / "stage1" / "checkpoint.pt")
     with pytest.raises(UserError, match="trained on codes of a different stage-1 checkpoint"):
         VQPriorPipeline.from_run(run, "cpu")
+
+
+def test_the_sample_quality_is_out_of_date_when_the_training_codes_change(finished_run, tmp_path):
+    import h5py
+
+    from data.provenance import stale_reason
+    from data.rundir import RunPaths
+    from pipeline import sources
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    paths, config = RunPaths(run), load_config(run / "config.yaml")
+    assert stale_reason(paths.quality, sources.quality(paths, config)) is None
+    with h5py.File(paths.codes("train"), "r+") as f:  # the perfect prior's sets are drawn from these grids
+        f["codes"][0, 0, 0] = (int(f["codes"][0, 0, 0]) + 1) % 32
+    assert stale_reason(paths.quality, sources.quality(paths, config)) == "train codes changed since quality.json"
 
 
 def test_report_command_rewrites_the_report(finished_run, cli):

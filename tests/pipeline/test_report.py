@@ -19,6 +19,7 @@ from pipeline.sources import png_text, stamp
 K = 16
 BITS = {"learned": 2.5, "marginal": 3.25, "uniform": 4.0, "num_embeddings": K}
 QUALITY = {"fd_reconstructions": 1.5, "fd_learned": 6.0, "fd_marginal": 20.0, "fd_uniform": 40.0,
+           "fd_perfect_prior": 4.0, "fd_train_images": 3.0,
            "classifier_val_accuracy": 0.84, "classifier_task": "labels", "fd_samples": 200}
 SUMMARY = {"val_recon_nmse": 0.071, "perplexity": 9.5, "codes_used": 12, "num_embeddings": K,
            "code_counts": [90, 40, 30, 0, 20, 10, 5, 0, 3, 2, 1, 0, 60, 7, 0, 4],
@@ -88,7 +89,7 @@ def test_metrics_json_holds_the_spec_keys_with_the_inputs_values(report):
     assert metrics["bits_per_code"] == {"learned": 2.5, "marginal": 3.25, "uniform": 4.0}
     assert metrics["stage1"]["val_recon_nmse"] == 0.071
     assert metrics["stage1"]["perplexity"] == 9.5 and metrics["stage1"]["codes_used"] == 12
-    fd_keys = ("fd_reconstructions", "fd_learned", "fd_marginal", "fd_uniform")
+    fd_keys = ("fd_reconstructions", "fd_learned", "fd_marginal", "fd_uniform", "fd_perfect_prior", "fd_train_images")
     assert {k: metrics["sample_quality"][k] for k in fd_keys} == {k: QUALITY[k] for k in fd_keys}
 
 
@@ -96,11 +97,23 @@ def test_metrics_json_adds_ratios_accuracy_stage2_and_timings(report):
     _, metrics = report
     assert metrics["bits_per_code_ratio_to_uniform"] == {"learned": 0.625, "marginal": 0.8125, "uniform": 1.0}
     assert metrics["sample_quality"]["fd_learned_over_uniform"] == pytest.approx(0.15)
+    assert metrics["sample_quality"]["fd_learned_over_perfect_prior"] == pytest.approx(1.5)
     assert metrics["sample_quality"]["classifier_val_accuracy"] == 0.84
     assert metrics["stage2"] == {"steps": 100, "final_train_bits_per_code": 3.0, "final_val_bits_per_code": 2.6,
                                  "train_seconds": 30.0, "grids_per_s": 400.0, "parameters": 18096, "grid": [7, 7]}
     assert metrics["bits_per_image"] == {"learned": 2.5 * 49, "marginal": 3.25 * 49, "uniform": 4.0 * 49}
     assert metrics["stage1"]["train_seconds"] == 12.5 and metrics["stage1"]["codes_used_fraction"] == 0.75
+
+
+def test_the_page_reads_the_learned_prior_against_a_perfect_prior(report):
+    run, _ = report
+    page = (run / "report/index.html").read_text()
+    assert "<b>1.50x</b> what a perfect prior would score" in page  # 6.0 over 4.0
+    fd_table = page[page.index("x perfect prior"):]
+    for row in ("a perfect prior (decoded training grids)", "real training images",
+                "reconstructions (decoded val codes)"):
+        assert row in fd_table
+    assert "<td class='num'>0.75</td>" in fd_table  # training images: 3.0 over 4.0
 
 
 def test_index_html_has_every_section_and_inlines_the_run_images(report):
@@ -226,7 +239,8 @@ def test_each_fd_says_its_sampling_settings_and_the_sweep_has_a_table(tmp_path):
     assert "learned prior (T = 1, top-k off, top-p 0.9)" in page
     assert "mean over 3 independent sets (each between 5 and 6.5)" in page
     sweep = page[page.index("Temperature sweep"):]
-    assert re.search(r"<td class='num'>0.5</td><td class='num'>9.000</td><td class='num'>6.00</td>", sweep)
+    # T = 0.5: 9.0, over the perfect prior's 4.0
+    assert re.search(r"<td class='num'>0.5</td><td class='num'>9.000</td><td class='num'>2.25</td>", sweep)
     assert "one set of" in sweep and "(T = 1, top-k off, top-p 0.9), where it is the mean of the learned-prior " \
         "row's 3 sets" in sweep  # the sweep's other temperatures are single sets, and it says so
 
