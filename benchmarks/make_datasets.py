@@ -6,7 +6,11 @@
   images from Debian's dataset-fashion-mnist, as grayscale PNGs, class-per-folder and flat;
 * ``glyphs/<digit>/*.png``: 9,000 28x28 grayscale digits drawn with the system's TrueType fonts
   under random affine distortions and stroke widths: a stroke dataset, unlike garments, of the
-  size of the issue's handwritten-digit folder (MNIST itself is not available offline).
+  size of the issue's handwritten-digit folder (MNIST itself is not available offline);
+* ``colour/*.png``: about 9,600 colour images with transparency, 64x64: the clip art of Debian's
+  ``openclipart-png`` and the 32x32 icons of ``oxygen-icon-theme``, each fitted into a transparent
+  square; every third is written as a palette PNG with a transparent index, the rest as RGBA
+  (the tool composites transparency on black).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
+COLOUR_SOURCES = [Path("/usr/share/openclipart/png"), Path("/usr/share/icons/oxygen/base/32x32")]
 NAMES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
 
 
@@ -68,13 +73,40 @@ def glyph_folder(out: Path, n: int = 9000, seed: int = 0) -> None:
         glyph(digit, rng, fonts).save(path)
 
 
+def colour_folder(out: Path, size: int = 64) -> None:
+    files = sorted(p for root in COLOUR_SOURCES for p in root.rglob("*.png"))
+    if not files:
+        raise SystemExit("no colour sources: apt-get install openclipart-png oxygen-icon-theme")
+    (out / "colour").mkdir(parents=True, exist_ok=True)
+    for i, path in enumerate(files):
+        try:
+            with Image.open(path) as source:
+                image = source.convert("RGBA")
+        except (Image.DecompressionBombError, OSError):  # a few clip arts are huge or damaged: left out
+            continue
+        image.thumbnail((size, size), Image.LANCZOS)
+        square = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+        square.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
+        if i % 3 == 0:  # a palette image: 255 colours, index 255 transparent
+            quantized = square.convert("RGB").quantize(255)
+            indices = np.array(quantized)
+            indices[np.array(square.getchannel("A")) < 128] = 255
+            palette = Image.fromarray(indices, "P")
+            palette.putpalette((quantized.getpalette() + [0] * 768)[:765] + [0, 0, 0])
+            palette.save(out / "colour" / f"{i:05d}.png", transparency=255)
+        else:
+            square.save(out / "colour" / f"{i:05d}.png")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="/work/data")
-    parser.add_argument("--only", choices=("fashion", "glyphs"))
+    parser.add_argument("--only", choices=("fashion", "glyphs", "colour"))
     args = parser.parse_args()
     out = Path(args.out)
     if args.only in (None, "fashion"):
         fashion_folders(out)
     if args.only in (None, "glyphs"):
         glyph_folder(out)
+    if args.only in (None, "colour"):
+        colour_folder(out)
