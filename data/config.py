@@ -196,7 +196,8 @@ class SampleConfig:
     top_k: Optional[int] = positive(None, "sample among the k most likely codes only; null = all")
     top_p: Optional[float] = setting(None, "nucleus sampling: the most likely codes until their probability "
                                            "reaches p; null = all", above=0.0, max=1.0)
-    temperatures: list[float] = setting([0.7, 0.85, 0.97, 1.0, 1.15], "the report's temperature sweep",
+    temperatures: list[float] = setting([0.7, 0.85, 0.97, 1.0, 1.15], "the report's temperature sweep (T = 1 "
+                                                                      "is always added)",
                                         min=1e-3, max=100.0)
     fd_samples: int = between(1000, 2, 10**7, "generated images per prior for the Fréchet distance")
     # One set's distance is noisy where the floor's is not (docs/results.md, "How noisy is one Fréchet distance?").
@@ -210,6 +211,11 @@ class SampleConfig:
     inception_fid: Union[bool, str] = choice("auto", ("auto", True, False),
                                              "also measure the Inception FID (needs the `fid` extra): `auto` = on "
                                              "with a GPU, off on the CPU")
+
+    @property
+    def sweep(self) -> list[float]:
+        """The report's sweep: ``temperatures`` and always T = 1, the model's own distribution, in increasing order."""
+        return sorted({*map(float, self.temperatures), 1.0})
 
 
 @dataclass

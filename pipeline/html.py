@@ -238,7 +238,7 @@ def config_tables(config: Config) -> str:
                                ("marginal smoothing", s2.marginal_smoothing)],
         "Sampling": [("samples per grid", sm.n), ("temperature", sm.temperature),
                      ("top-k", sm.top_k or "off"), ("top-p", sm.top_p or "off"),
-                     ("sweep", ", ".join(f"{t:g}" for t in sm.temperatures)),
+                     ("sweep", ", ".join(f"{t:g}" for t in sm.sweep)),
                      ("Inception FID", str(sm.inception_fid).lower()),
                      ("images for FD", sm.fd_samples), ("FD draws (learned)", sm.fd_draws),
                      ("classifier steps / seed", f"{sm.classifier_steps} / {sm.classifier_seed}")],

@@ -82,7 +82,7 @@ def read_run(paths: RunPaths, config: Optional[Config] = None) -> RunFiles:
     neighbours = {k: p for k, p in paths.neighbours.items() if p.is_file()}
     return RunFiles(paths, config, read_jsonl(paths.stage1_metrics), stage1,
                     read_jsonl(paths.stage2_metrics), stage2, bits, quality,
-                    paths.temperature_grids(config.sample.temperatures), paths.class_grids(),
+                    paths.temperature_grids(config.sample.sweep), paths.class_grids(),
                     inception, inception_stale, neighbours if "novelty" in quality else None)
 
 

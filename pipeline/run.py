@@ -130,7 +130,7 @@ def write_samples(pipe: VQPriorPipeline, config: Config, paths: RunPaths) -> Non
     stamp = sources.samples(paths, config)
     for prior in PRIORS:
         _save_samples(pipe, paths.sample_grid(prior), n, prior, config, seed + SEED_GRIDS, stamp)
-    for t in config.sample.temperatures:
+    for t in config.sample.sweep:
         _save_samples(pipe, paths.temperature_grid(t), n, "learned", config, seed + SEED_SWEEP, stamp,
                       temperature=float(t))
     for c in range(pipe.num_classes):
@@ -169,7 +169,7 @@ def measure_quality(pipe: VQPriorPipeline, config: Config, paths: RunPaths) -> d
     first = generated["learned"]
     generated["learned"] = learned_draws(pipe, config, first)
     generated.update(reference_sets(pipe, config, paths, len(real)))
-    for t in s.temperatures:
+    for t in s.sweep:
         generated[f"learned_T{float(t):g}"] = generated["learned"] if float(t) == s.temperature else \
             pipe(len(real), "learned", temperature=float(t), top_k=s.top_k, top_p=s.top_p, seed=seed).images
     classifier = load_or_train_classifier(paths, config, pipe.device)  # (network, val accuracy), for both

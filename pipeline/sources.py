@@ -54,7 +54,7 @@ def inception(paths: RunPaths, config: Config, n: int) -> dict:
 
 def sample_grids(paths: RunPaths, config: Config) -> list[Path]:
     """The grids a whole run draws: one per prior and the temperature sweep."""
-    return [*map(paths.sample_grid, PRIORS), *map(paths.temperature_grid, config.sample.temperatures)]
+    return [*map(paths.sample_grid, PRIORS), *map(paths.temperature_grid, config.sample.sweep)]
 
 
 def stale_parts(paths: RunPaths, config: Config) -> list[tuple[Path, str]]:

@@ -36,6 +36,11 @@ def test_the_generated_reference_states_each_default_and_rule():
     assert doc.count("\n## `") == len(dataclasses.fields(Config))
 
 
+def test_the_sweep_always_holds_t_1_in_increasing_order():
+    assert load_config(overrides=["sample.temperatures=[1.15, 0.5]"]).sample.sweep == [0.5, 1.0, 1.15]
+    assert load_config(overrides=["sample.temperatures=[1, 0.9]"]).sample.sweep == [0.9, 1.0]
+
+
 def test_shipped_configs_all_validate():
     names = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
     assert {"default.yaml", "tiny.yaml", "cifar10.yaml", "cifar10_ema.yaml", "mnist.yaml"} <= set(names)
