@@ -59,7 +59,7 @@ def findings(metrics: dict) -> str:
             f"{'less' if saved >= 0 else 'more'} than the marginal prior ({b['marginal']:.3f}). "
             if share is not None else "")
     text += (f"Its samples are at Fréchet distance <b>{q['fd_learned']:.3g}</b> from real images, "
-             f"<b>{q['fd_learned_over_perfect_prior']:.2f}x</b> what a perfect prior would score with this stage 1 "
+             f"<b>{num(q['fd_learned_over_perfect_prior'], 2)}x</b> what a perfect prior would score with this stage 1 "
              f"({q['fd_perfect_prior']:.3g}: decoded training grids), against {q['fd_marginal']:.3g} for the "
              f"marginal and {q['fd_uniform']:.3g} for the uniform prior.")
     bpd = metrics.get("bits_per_dim")
