@@ -5,7 +5,7 @@ A checkpoint is a dict of tensors and plain Python data, loadable with
 ``kind``:
 
 * ``stage1``: the VQ-VAE (``stage1_vqvae.VQVAE.from_checkpoint``), resumable;
-* ``stage2``: the gated PixelCNN prior (``stage2_prior.GatedPixelCNN.from_checkpoint``), resumable;
+* ``stage2``: the learned prior, gated PixelCNN or transformer (``stage2_prior.load_learned_prior``), resumable;
 * ``classifier``: the feature classifier of the Fréchet distance (``pipeline.classifier``).
 
 Every checkpoint holds ``model`` (a state dict) and ``model_config`` (``asdict`` of the

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ from .errors import UserError
 DATASETS = ("fashion_mnist_embedded", "fashion_mnist", "mnist", "cifar10", "image_folder")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 LIKELIHOODS = ("gaussian", "logistic")
-MAX_SEED = 2**32 - 1  # derived seeds (seed * 1_000_003 + epoch, ...) stay far inside torch's 64-bit range
+MAX_SEED = 2**32 - 1
+EXPONENT_FLOAT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")  # derived seeds (seed * 1_000_003 + epoch, ...) stay far inside torch's 64-bit range
 
 
 def setting(default, help: str, **rules):
@@ -56,6 +58,12 @@ def positive(default, help: str):
 def between(default, lo, hi, help: str):
     """A number in the closed range [lo, hi]."""
     return setting(default, help, min=lo, max=hi)
+
+
+def same_as(cls, name: str):
+    """A field with the default, help and rules of field ``name`` of the dataclass ``cls``."""
+    f = cls.__dataclass_fields__[name]
+    return setting(f.default, **f.metadata)
 
 
 def above(default, lo, help: str):
@@ -149,8 +157,26 @@ class PixelCNNConfig:
 
 
 @dataclass
+class TransformerConfig:
+    """The transformer prior's architecture (``stage2_prior.CodeTransformer(num_embeddings, config, num_classes,
+    grid)``); the stage-2 section shares ``hidden``, ``layers`` and ``dropout`` with the PixelCNN."""
+    hidden: int = PixelCNNConfig.hidden
+    layers: int = PixelCNNConfig.layers
+    heads: int = positive(4, "attention heads of the transformer prior; `hidden` must be a multiple of it")
+    dropout: float = PixelCNNConfig.dropout
+
+
+PRIOR_CONFIGS = {"pixelcnn": PixelCNNConfig, "transformer": TransformerConfig}  # stage2.architecture -> its config
+
+
+@dataclass
 class Stage2Config(PixelCNNConfig):
     # Defaults: the gated PixelCNN sized for ~3.5 minutes on a 2-core CPU on 9,000 7x7 grids (K=512).
+    architecture: str = choice("pixelcnn", PRIOR_CONFIGS, "the learned prior: `pixelcnn` (gated PixelCNN) or "
+                                                          "`transformer` (decoder-only, causal over the raster-scanned "
+                                                          "grid); `hidden`, `layers` and `dropout` size either, "
+                                                          "`kernel_size` the PixelCNN only, `heads` the transformer only")
+    heads: int = same_as(TransformerConfig, "heads")
     conditional: bool = setting(False, "class-conditional prior (needs labels)")
     batch_size: int = positive(32, "grids per step and process")
     steps: int = positive(3000, "optimizer updates (at least; see `min_epochs`)")
@@ -177,8 +203,13 @@ class Stage2Config(PixelCNNConfig):
     mixed_precision: str = choice("auto", PRECISIONS, "as `stage1.mixed_precision`")
     compile: bool = setting(False, "`torch.compile` the model")
 
-    def model_config(self) -> PixelCNNConfig:
-        return model_part(PixelCNNConfig, self)
+    def model_config(self) -> Union[PixelCNNConfig, TransformerConfig]:
+        """The architecture's own config: a ``PixelCNNConfig`` or a ``TransformerConfig``."""
+        return model_part(PRIOR_CONFIGS[self.architecture], self)
+
+    def check(self) -> None:
+        if self.architecture == "transformer" and self.hidden % self.heads:
+            raise UserError(f"stage2.hidden ({self.hidden}) must be a multiple of stage2.heads ({self.heads})")
 
     def total_steps(self, num_grids: int) -> int:
         """The steps the prior trains on ``num_grids`` training grids: ``steps``, or more for ``min_epochs``."""
@@ -275,7 +306,10 @@ def _build(cls, raw: dict, prefix: str):
             values[name] = _build(typ, sub, prefix=f"{prefix}{name}.")
         else:
             values[name] = _check_value(f"{prefix}{name}", raw[name], typ, f.metadata)
-    return cls(**values)
+    built = cls(**values)
+    if hasattr(built, "check"):  # rules that tie several keys together
+        built.check()
+    return built
 
 
 def _check_value(key: str, value: Any, typ, meta) -> Any:
@@ -284,6 +318,8 @@ def _check_value(key: str, value: Any, typ, meta) -> Any:
         if value is None:
             return None
         typ = next(a for a in typing.get_args(typ) if a is not type(None))
+    if typ is float and isinstance(value, str) and EXPONENT_FLOAT.fullmatch(value):
+        value = float(value)  # YAML 1.1 reads 3e-3 (no dot) as a string; every user means the number
     if typing.get_origin(typ) is list:  # a list: check every element against the element type and range
         if not isinstance(value, list):
             raise UserError(f"config key '{key}' must be a list, got {value!r}")

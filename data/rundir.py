@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .config import Config, PixelCNNConfig, VQVAEConfig
+from .config import Config, VQVAEConfig
 from .config_files import load_config, save_config
 from .errors import Fix, MissingFile, RunConflict, UserError
 
@@ -169,7 +169,8 @@ def check_changes(paths: RunPaths, saved: Config, config: Config) -> None:
         keys += [f"stage1.{k}" for k in (fields_of(config.stage1) if stage1_done else fields_of(VQVAEConfig))]
         frozen.update(dict.fromkeys(keys, why))
     if paths.stage2_checkpoint.is_file():
-        keys = (*fields_of(PixelCNNConfig), "conditional", "marginal_smoothing", "ema_decay")
+        keys = (*fields_of(saved.stage2.model_config()), "architecture", "conditional", "marginal_smoothing",
+                "ema_decay")
         frozen.update({f"stage2.{k}": "the stage-2 checkpoint was trained with it" for k in keys})
     for key, why in frozen.items():
         before, after = lookup(saved, key), lookup(config, key)

@@ -7,7 +7,7 @@
     out.images   # (n, C, H, W) in the model range [-0.5, 0.5]
     out.codes    # (n, h, w) int64
 
-``prior`` is ``learned`` (the run's gated PixelCNN), ``marginal`` (independent codes with the
+``prior`` is ``learned`` (the run's gated PixelCNN or transformer), ``marginal`` (independent codes with the
 training set's smoothed frequencies) or ``uniform`` (every code equally likely). Loading a run
 checks that the prior was trained on codes of this very stage-1 checkpoint (by its SHA-256).
 
@@ -26,14 +26,14 @@ from typing import Iterator, Optional, Union
 import torch
 
 from data.checkpoint import load_checkpoint, load_weights
-from data.config import PixelCNNConfig, VQVAEConfig, model_from_dict
+from data.config import VQVAEConfig, model_from_dict
 from data.errors import BadValue, Fix, MissingFile, UserError
 from data.io import sha256_file, write_json
 from data.rundir import RunPaths
 from data.training import resolve_device
 from stage1_vqvae import VQVAE
 from stage1_vqvae.model import CHECKPOINT_KEYS as VQVAE_KEYS
-from stage2_prior import PRIORS, GatedPixelCNN, MarginalPrior, UniformPrior, load_prior_checkpoint, sample
+from stage2_prior import PRIORS, MarginalPrior, UniformPrior, learned_prior_from_state, load_prior_checkpoint, sample
 from stage2_prior.sampling import check_sampling
 
 PRETRAINED_FORMAT = 1
@@ -48,7 +48,7 @@ class PipelineOutput:
 
 
 class VQPriorPipeline:
-    def __init__(self, vqvae: VQVAE, learned: GatedPixelCNN, marginal: MarginalPrior,
+    def __init__(self, vqvae: VQVAE, learned: torch.nn.Module, marginal: MarginalPrior,
                  grid: tuple[int, int], stage1_checkpoint_sha256: str = "",
                  class_names: Optional[list[str]] = None):
         self.vqvae = vqvae.eval()
@@ -87,7 +87,7 @@ class VQPriorPipeline:
         if state["num_embeddings"] != vqvae.num_embeddings:
             raise UserError(f"the prior models K={state['num_embeddings']} codes but the VQ-VAE has "
                             f"K={vqvae.num_embeddings}; retrain stage 2 for this VQ-VAE")
-        return cls(vqvae, GatedPixelCNN.from_state(state, paths.stage2_checkpoint),
+        return cls(vqvae, learned_prior_from_state(state, paths.stage2_checkpoint),
                    MarginalPrior(state["marginal_log_probs"]), tuple(state["grid"]), sha, stage1.get("class_names"))
 
     def save_pretrained(self, out_dir: Union[str, Path]) -> Path:
@@ -106,6 +106,7 @@ class VQPriorPipeline:
             "format_version": PRETRAINED_FORMAT,
             "vqvae_config": asdict(self.vqvae.config),
             "in_channels": self.vqvae.in_channels,
+            "prior_architecture": learned.architecture,
             "prior_config": asdict(learned.config),
             "num_embeddings": self.num_embeddings,
             "num_classes": self.num_classes,
@@ -130,11 +131,11 @@ class VQPriorPipeline:
             raise UserError(f"cannot read the weights in {folder} ({exc}); export the pipeline again") from None
         vqvae = VQVAE(model_from_dict(VQVAEConfig, meta["vqvae_config"], f"{folder}/pipeline.json"),
                       int(meta["in_channels"]))
-        learned = GatedPixelCNN(int(meta["num_embeddings"]),
-                                model_from_dict(PixelCNNConfig, meta["prior_config"], f"{folder}/pipeline.json"),
-                                int(meta["num_classes"]))
         load_weights(vqvae, weights["vqvae"], folder / "vqvae.safetensors")
-        load_weights(learned, weights["prior"], folder / "prior.safetensors")
+        learned = learned_prior_from_state({  # pipeline.json without an architecture: a gated PixelCNN
+            "architecture": meta.get("prior_architecture", "pixelcnn"), "model_config": meta["prior_config"],
+            "num_embeddings": meta["num_embeddings"], "num_classes": meta["num_classes"], "grid": meta["grid"],
+            "model": weights["prior"]}, folder / "prior.safetensors")
         vqvae = vqvae.to(resolve_device(device)).for_inference()
         marginal = MarginalPrior(torch.tensor(meta["marginal_log_probs"], dtype=torch.float32))
         return cls(vqvae, learned, marginal, tuple(meta["grid"]), meta["stage1_checkpoint_sha256"],

@@ -1,6 +1,8 @@
-"""Stage 2: a gated PixelCNN prior over the VQ-VAE's code grids, and the priors it is compared with.
+"""Stage 2: a learned prior over the VQ-VAE's code grids, and the priors it is compared with.
 
     prior = GatedPixelCNN(num_embeddings, PixelCNNConfig(hidden=64, layers=8, kernel_size=3, dropout=0.1))
+    prior = CodeTransformer(num_embeddings, TransformerConfig(hidden=64, layers=8, heads=4, dropout=0.1),
+                            num_classes=0, grid=(7, 7))
     prior(codes, labels=None)                    # codes (B, H, W) int64 -> logits (B, K, H, W)
     sample(prior, n, (H, W), temperature=1.0, top_k=None, top_p=None, labels=None, generator=None,
            method="cached")
@@ -16,12 +18,15 @@ _spec.loader.exec_module(_shadow := _util.module_from_spec(_spec))
 _shadow.refuse("stage2_prior", ("configs", "data"))
 del _util, _spec, _shadow
 
-from data.config import PixelCNNConfig
+from data.config import PixelCNNConfig, TransformerConfig
 
 from .baselines import PRIORS, MarginalPrior, UniformPrior
 from .evaluate import bits_per_code
-from .pixelcnn import GatedPixelCNN, load_prior_checkpoint
+from .learned import ARCHITECTURES, build_prior, learned_prior_from_state, load_learned_prior, load_prior_checkpoint
+from .pixelcnn import GatedPixelCNN
 from .sampling import sample
+from .transformer import CodeTransformer
 
-__all__ = ["PRIORS", "GatedPixelCNN", "MarginalPrior", "PixelCNNConfig", "UniformPrior", "bits_per_code",
-           "load_prior_checkpoint", "sample"]
+__all__ = ["ARCHITECTURES", "PRIORS", "CodeTransformer", "GatedPixelCNN", "MarginalPrior", "PixelCNNConfig",
+           "TransformerConfig", "UniformPrior", "bits_per_code", "build_prior", "learned_prior_from_state",
+           "load_learned_prior", "load_prior_checkpoint", "sample"]

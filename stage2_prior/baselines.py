@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .pixelcnn import load_prior_checkpoint
+from .learned import load_prior_checkpoint
 
 PRIORS = ("learned", "marginal", "uniform")  # the three priors every comparison in the project uses
 

@@ -44,7 +44,8 @@ from data.rundir import RunPaths, run_config
 from data.training import resolve_device
 
 from .baselines import PRIORS, MarginalPrior, UniformPrior
-from .pixelcnn import GatedPixelCNN, eval_mode, load_prior_checkpoint, module_device
+from .common import eval_mode, module_device
+from .learned import learned_prior_from_state, load_prior_checkpoint
 
 TRAIN_GRIDS = 10_000  # train grids the learned prior is also scored on, to show its train/val gap
 
@@ -85,7 +86,7 @@ def evaluate(run_dir: str | os.PathLike, config: Optional[Config] = None) -> dic
         raise UserError(f"the prior is class-conditional but {paths.codes('val')} has no labels; "
                         "encode a labelled dataset")
     device = resolve_device(config.run.device)
-    learned = GatedPixelCNN.from_state(state, paths.stage2_checkpoint).to(device)
+    learned = learned_prior_from_state(state, paths.stage2_checkpoint).to(device)
     train_codes, train_labels, _ = load_codes(paths.codes("train"), split="train", num_embeddings=k,
                                               grid=tuple(state["grid"]),
                                               stage1_checkpoint_sha256=state["stage1_checkpoint_sha256"])

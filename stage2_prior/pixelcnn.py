@@ -27,20 +27,16 @@ sum to logits over the K codes.
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
-from data.checkpoint import load_checkpoint, load_weights
-from data.config import PixelCNNConfig, model_from_dict
+from data.config import PixelCNNConfig
 
-# Beyond model and model_config: what sampling and evaluation need; training adds optimizer, step, rng, ...
-CHECKPOINT_KEYS = ("num_embeddings", "num_classes", "grid", "stage1_checkpoint_sha256", "marginal_log_probs")
+from .common import check_labels
 
 
 def gate(x: torch.Tensor) -> torch.Tensor:
@@ -139,6 +135,7 @@ class GatedPixelCNN(nn.Module):
     p * layers >= the grid's width for every earlier code to count. The architecture is a
     ``PixelCNNConfig`` (hidden, layers, kernel_size, dropout; its defaults are the default run's).
     """
+    architecture = "pixelcnn"  # its name in stage2.architecture and in checkpoints
 
     def __init__(self, num_embeddings: int, config: PixelCNNConfig = PixelCNNConfig(), num_classes: int = 0):
         super().__init__()
@@ -212,59 +209,3 @@ class GatedPixelCNN(nn.Module):
                     v, to_h = layer.vertical_row(windows, row_biases[l], apply=dense)
                     v, v_to_h[l] = rearrange(v, "(n w) c -> n c 1 w", n=n), rearrange(to_h, "(n w) c -> n w c", n=n)
         return codes
-
-    @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike) -> "GatedPixelCNN":
-        """The trained prior of a stage-2 checkpoint file, in eval mode, on the CPU."""
-        return cls.from_state(load_prior_checkpoint(path), path)
-
-    @classmethod
-    def from_state(cls, state: dict, source: str | os.PathLike = "the checkpoint") -> "GatedPixelCNN":
-        """The trained prior of an already loaded stage-2 checkpoint, in eval mode, on the CPU.
-
-        Its weights are the moving average (``ema``) when training kept one, else the last ones.
-        """
-        config = model_from_dict(PixelCNNConfig, state["model_config"], f"stage-2 checkpoint {source}")
-        model = cls(int(state["num_embeddings"]), config, int(state["num_classes"]))
-        return load_weights(model, state.get("ema", state["model"]), source).eval()
-
-
-def check_labels(labels, num_classes: int, n: int, device) -> Optional[torch.Tensor]:
-    """Labels (n,) int64 on ``device`` for a conditional prior, None for an unconditional one.
-
-    Raises ValueError for missing labels, labels given to an unconditional prior, a wrong shape
-    or a class outside [0, num_classes).
-    """
-    if not num_classes:
-        if labels is not None:
-            raise ValueError("labels given, but this prior is unconditional")
-        return None
-    if labels is None:
-        raise ValueError(f"this prior is class-conditional ({num_classes} classes): pass labels")
-    labels = torch.as_tensor(labels, dtype=torch.int64, device=device)
-    if labels.shape != (n,):
-        raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes}), got {int(labels.min())}..{int(labels.max())}")
-    return labels
-
-
-def module_device(module: nn.Module) -> torch.device:
-    """The device of a module's first parameter (or buffer, for the parameter-free priors)."""
-    return next(iter([*module.parameters(), *module.buffers()])).device
-
-
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """Run a block with ``module`` in eval mode (dropout off), then restore its former mode."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield module
-    finally:
-        module.train(was_training)
-
-
-def load_prior_checkpoint(path: str | os.PathLike) -> dict:
-    """Load and check a stage-2 checkpoint (``weights_only``); a missing or foreign file is a UserError."""
-    return load_checkpoint(path, "stage2", CHECKPOINT_KEYS)

@@ -10,8 +10,9 @@ so the generator is consumed once, identically, whatever the method; two methods
 compute the same logits return the same codes.
 
 * ``method="naive"`` runs the prior on the whole grid once per position (H*W forwards);
-* ``method="cached"`` computes only what each new position needs (as in Fast PixelCNN++
-  generation, Ramachandran et al. 2017), with the model's own ``GatedPixelCNN.sample_cached``:
+* ``method="cached"`` computes only what each new position needs, with the model's own
+  ``sample_cached``: the gated PixelCNN keeps the rows its stacks still need (as in Fast
+  PixelCNN++ generation, Ramachandran et al. 2017), the transformer its keys and values;
   O(layers * HW) small steps instead of O(layers * (HW)^2).
 
 In float64 both methods return the same codes; in float32 the two ways of summing the same
@@ -29,7 +30,7 @@ from torch import nn
 
 from data.errors import BadValue
 
-from .pixelcnn import GatedPixelCNN, check_labels, eval_mode, module_device
+from .common import check_labels, eval_mode, module_device
 
 METHODS = ("cached", "naive")
 
@@ -58,7 +59,7 @@ def sample(prior: nn.Module, n: int, grid: tuple[int, int], temperature: float =
         return inverse_cdf(logits, u, temperature, top_k, top_p)
 
     with eval_mode(prior):
-        if method == "cached" and isinstance(prior, GatedPixelCNN):
+        if method == "cached" and hasattr(prior, "sample_cached"):
             return prior.sample_cached(uniforms, labels, pick)
         return _sample_naive(prior, uniforms, labels, pick)  # independent priors: nothing to cache
 

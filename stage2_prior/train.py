@@ -1,4 +1,4 @@
-"""Stage-2 training: fit the gated PixelCNN to the training codes by maximum likelihood.
+"""Stage-2 training: fit the learned prior (gated PixelCNN or transformer) to the training codes by maximum likelihood.
 
     loss = -1 / (B H W) * sum_{b, i, j} ln p(z^b_ij | z^b_<ij)        (nats, cross-entropy)
 
@@ -38,7 +38,7 @@ from data.training import (StepBatches, cosine_lr, is_main_process, make_acceler
 
 from .baselines import marginal_log_probs
 from .evaluate import bits_per_code
-from .pixelcnn import CHECKPOINT_KEYS, GatedPixelCNN
+from .learned import CHECKPOINT_KEYS, build_prior
 
 RESUME_KEYS = (*CHECKPOINT_KEYS, "optimizer", "step", "rng")
 
@@ -147,7 +147,7 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> d
     seed_everything(config.run.seed)
     batches = StepBatches(len(train_set), settings.batch_size, config.run.seed, accelerator.process_index,
                           accelerator.num_processes)  # checks the batch fits the data before anything is written
-    model = GatedPixelCNN(info.num_embeddings, settings.model_config(), num_classes)
+    model = build_prior(info.num_embeddings, settings.model_config(), num_classes, info.grid)
     optimizer = build_optimizer(model, settings.lr, settings.weight_decay)
     start, train_time = 0, 0.0
     if state is not None:
@@ -175,7 +175,7 @@ def train(config: Config, run_dir: str | os.PathLike, resume: bool = False) -> d
     def checkpoint(step: int) -> None:
         extra = {"ema": ema.model.state_dict()} if ema is not None else {}
         save_checkpoint(paths.stage2_checkpoint, "stage2", model=model.state_dict(), **extra,
-                        model_config=asdict(model.config), optimizer=optimizer.state_dict(), step=step,
+                        architecture=model.architecture, model_config=asdict(model.config), optimizer=optimizer.state_dict(), step=step,
                         rng=capture_rng(), num_embeddings=info.num_embeddings, grid=list(info.grid),
                         num_classes=num_classes, stage1_checkpoint_sha256=info.stage1_checkpoint_sha256,
                         marginal_log_probs=marginal, config=config.to_dict(), environment=environment)

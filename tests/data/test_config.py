@@ -68,6 +68,16 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
         load_config(None, ["stage1.steps=1.5"])
 
 
+def test_an_exponent_without_a_dot_is_a_float_as_users_mean_it():
+    # YAML 1.1 reads 3e-3 as a string; only float keys take it as the number
+    cfg = load_config(None, ["stage1.lr=3e-3", "stage2.lr=1E-2", "sample.temperatures=[1e0, 0.5]"])
+    assert (cfg.stage1.lr, cfg.stage2.lr, cfg.sample.temperatures) == (0.003, 0.01, [1.0, 0.5])
+    with pytest.raises(UserError, match="stage1.steps' must be int"):
+        load_config(None, ["stage1.steps=1e3"])
+    with pytest.raises(UserError, match="must be float"):
+        load_config(None, ["stage1.lr=e-3"])
+
+
 @pytest.mark.parametrize("override, message", [
     ("stage1.num_embedings=8", "unknown config key 'stage1.num_embedings'; did you mean 'stage1.num_embeddings'"),
     ("stage3.steps=1", "unknown config key 'stage3'; did you mean 'stage"),

@@ -9,8 +9,8 @@ import torch
 import stage2_prior.train as train_module
 from data.codes import load_codes
 from data.io import read_jsonl
-from stage2_prior import GatedPixelCNN, MarginalPrior, UniformPrior, bits_per_code
-from stage2_prior.pixelcnn import CHECKPOINT_KEYS
+from stage2_prior import MarginalPrior, UniformPrior, bits_per_code, load_learned_prior
+from stage2_prior.learned import CHECKPOINT_KEYS
 
 from tests.helpers import SHA, TINY_PRIOR, make_run, stripes, write_codes
 
@@ -43,7 +43,7 @@ def test_training_writes_a_safe_checkpoint_metrics_and_summary(cli, run):
 def test_checkpoint_rebuilds_the_learned_and_marginal_priors(cli, run):
     assert cli("stage2_prior", *train_args(run)).returncode == 0
     path = run / "stage2" / "checkpoint.pt"
-    prior = GatedPixelCNN.from_checkpoint(path)
+    prior = load_learned_prior(path)
     assert not prior.training and prior.num_embeddings == 16
     codes, _, _ = load_codes(run / "codes" / "train.h5")
     expected = torch.bincount(codes.flatten(), minlength=16).double().add(1.0)  # add-one smoothing
@@ -181,7 +181,7 @@ def test_the_moving_average_of_the_weights_is_what_is_evaluated_saved_and_sample
     state = torch.load(run / "stage2" / "checkpoint.pt", weights_only=True)
     assert set(state["ema"]) == set(state["model"])
     assert any(not torch.equal(state["ema"][k], state["model"][k]) for k in state["model"])
-    prior = GatedPixelCNN.from_checkpoint(run / "stage2" / "checkpoint.pt")
+    prior = load_learned_prior(run / "stage2" / "checkpoint.pt")
     for name, tensor in prior.state_dict().items():
         assert torch.equal(tensor, state["ema"][name]), name  # the average, not the last weights
     codes, _, _ = load_codes(run / "codes" / "val.h5")
