@@ -19,11 +19,15 @@ from .metrics import ratio
 from .results import RunFiles
 
 
+PRIOR_NAMES = {"pixelcnn": "gated PixelCNN", "transformer": "causal transformer"}  # stage2.architecture
+
+
 def render_html(run: RunFiles, metrics: dict, plots: dict[str, Path]) -> str:
     """The whole page: the template's placeholders filled in reading order."""
     template = Template((files("pipeline") / "templates" / "report.html").read_text(encoding="utf-8"))
     return template.substitute(
         dataset=esc(run.config.data.dataset),
+        prior_name=PRIOR_NAMES[run.config.stage2.architecture],
         num_embeddings=metrics["num_embeddings"],
         run_dir=esc(run.paths.root.resolve()),
         findings=findings(metrics),
@@ -232,7 +236,9 @@ def config_tables(config: Config) -> str:
                              ("residual blocks enc / dec", f"{s1.encoder_residual_layers} / {s1.residual_layers}"),
                              ("steps × batch", f"{s1.steps} × {s1.batch_size}"),
                              ("decoder-only steps", s1.decoder_steps), ("learning rate", f"{s1.lr:g}")],
-        "Stage 2 (PixelCNN)": [("layers × hidden", f"{s2.layers} × {s2.hidden}"), ("kernel", s2.kernel_size),
+        f"Stage 2 ({PRIOR_NAMES[s2.architecture]})": [("layers × hidden", f"{s2.layers} × {s2.hidden}"),
+                               ("kernel" if s2.architecture == "pixelcnn" else "heads",
+                                s2.kernel_size if s2.architecture == "pixelcnn" else s2.heads),
                                ("conditional", "yes" if s2.conditional else "no"), ("dropout", s2.dropout),
                                ("steps × batch", f"{s2.steps} × {s2.batch_size}"), ("learning rate", f"{s2.lr:g}"),
                                ("marginal smoothing", s2.marginal_smoothing)],

@@ -2,7 +2,7 @@
 
 The numbers compared (see SPEC.md):
 
-* bits per code: mean -log2 p(code) of the held-out codes under the learned PixelCNN prior,
+* bits per code: mean -log2 p(code) of the held-out codes under the learned prior,
   the marginal prior (independent codes with the training frequencies) and the uniform prior
   (log2 K); the ratio to uniform is the share of the uniform prior's code length still needed;
 * Fréchet distance (pipeline/frechet.py) of decoded samples of each prior to real val images,

@@ -58,16 +58,19 @@ def sample(prior: nn.Module, n: int, grid: tuple[int, int], temperature: float =
     def pick(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return inverse_cdf(logits, u, temperature, top_k, top_p)
 
-    with eval_mode(prior):
+    # inference_mode skips autograd's bookkeeping on every small tensor; the clone is an ordinary tensor
+    with eval_mode(prior), torch.inference_mode():
         if method == "cached" and hasattr(prior, "sample_cached"):
-            return prior.sample_cached(uniforms, labels, pick)
-        return _sample_naive(prior, uniforms, labels, pick)  # independent priors: nothing to cache
+            codes = prior.sample_cached(uniforms, labels, pick)
+        else:
+            codes = _sample_naive(prior, uniforms, labels, pick)  # independent priors: nothing to cache
+    return codes.clone()
 
 
 def inverse_cdf(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0,
                 top_k: Optional[int] = None, top_p: Optional[float] = None) -> torch.Tensor:
     """Codes (B,) from logits (B, K) and uniforms u (B,) in [0, 1), in float64 (see the module docstring)."""
-    logits = logits.double() / temperature
+    logits = logits.double() if temperature == 1.0 else logits.double() / temperature  # x / 1 is x: skip the pass
     if top_k is not None:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))  # ties with the k-th are kept

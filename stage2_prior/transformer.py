@@ -38,12 +38,18 @@ from data.config import TransformerConfig
 from .common import check_labels
 
 
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``F.dropout``, not even called where it changes nothing: in the sampler's per-code steps a call
+    costs about as much as a small matrix product."""
+    return F.dropout(x, p, training=True) if training and p > 0 else x
+
+
 class KVCache:
     """One layer's keys and values of the positions drawn so far, in preallocated (n, heads, N, d) buffers."""
 
     def __init__(self, n: int, heads: int, length: int, head_dim: int, like: torch.Tensor):
-        self.keys = like.new_zeros(n, heads, length, head_dim)
-        self.values = like.new_zeros(n, heads, length, head_dim)
+        self.keys = like.new_empty(n, heads, length, head_dim)  # only the positions written so far are read
+        self.values = like.new_empty(n, heads, length, head_dim)
         self.length = 0
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,16 +68,17 @@ class CausalSelfAttention(nn.Module):
         self.heads, self.dropout = heads, dropout
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.out = nn.Linear(hidden, hidden)
-        self.out_dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, cache: Optional[KVCache] = None) -> torch.Tensor:
         q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.heads)
         if cache is None:  # the whole sequence at once
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
                                                is_causal=True)
-        else:  # the newest position: it attends to itself and every cached one, so no mask is needed
-            y = F.scaled_dot_product_attention(q, *cache.append(k, v))
-        return self.out_dropout(self.out(rearrange(y, "b h t d -> b t (h d)")))
+        else:  # the newest position attends to itself and every cached one: no mask, and for one
+            # query two small products beat the fused kernel's set-up (docs/results.md, "Transformer sampling")
+            keys, values = cache.append(k, v)
+            y = torch.softmax(q @ keys.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1) @ values
+        return dropout(self.out(rearrange(y, "b h t d -> b t (h d)")), self.dropout, self.training)
 
 
 class Block(nn.Module):
@@ -82,8 +89,11 @@ class Block(nn.Module):
         self.attention_norm = nn.LayerNorm(hidden)
         self.attention = CausalSelfAttention(hidden, heads, dropout)
         self.mlp_norm = nn.LayerNorm(hidden)
-        self.mlp = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden),
-                                 nn.Dropout(dropout))
+        self.grow, self.shrink = nn.Linear(hidden, 4 * hidden), nn.Linear(4 * hidden, hidden)
+        self.dropout = dropout
+
+    def mlp(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(self.shrink(F.gelu(self.grow(x))), self.dropout, self.training)
 
     def forward(self, x: torch.Tensor, cache: Optional[KVCache] = None) -> torch.Tensor:
         x = x + self.attention(self.attention_norm(x), cache)
@@ -114,7 +124,6 @@ class CodeTransformer(nn.Module):
         self.row = nn.Embedding(grid[0], c.hidden)
         self.column = nn.Embedding(grid[1], c.hidden)
         self.label = nn.Embedding(num_classes, c.hidden) if num_classes else None
-        self.input_dropout = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c.hidden, c.heads, c.dropout) for _ in range(c.layers))
         self.norm = nn.LayerNorm(c.hidden)
         self.head = nn.Linear(c.hidden, num_embeddings)
@@ -134,7 +143,7 @@ class CodeTransformer(nn.Module):
         x = self.token(previous) + self.row(rows) + self.column(columns)
         if self.label is not None:
             x = x + rearrange(self.label(labels), "b c -> b 1 c")
-        return self.input_dropout(x)
+        return dropout(x, self.config.dropout, self.training)
 
     def positions(self, height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """The row and column (each (HW,)) of every raster position of a height x width grid."""
@@ -174,6 +183,6 @@ class CodeTransformer(nn.Module):
         for t in range(height * width):
             x = self.inputs(previous, rows[t:t + 1], columns[t:t + 1], labels)
             logits = self.logits(x, caches)[:, 0]
-            codes[:, t] = pick(logits, uniforms[:, rows[t], columns[t]])
+            codes[:, t] = pick(logits, uniforms[:, t // width, t % width])
             previous = codes[:, t:t + 1]
         return rearrange(codes, "n (h w) -> n h w", h=height)

@@ -81,3 +81,17 @@ def test_the_sharded_encode_writes_every_image_once_in_order(two_process_run):
     from data import to_model_range
 
     assert (model.encode(to_model_range(head)) == load_codes(run / "codes" / "val.h5")[0][:50]).float().mean() > 0.99
+
+
+def test_two_processes_train_the_transformer_prior(tmp_path):
+    from tests.helpers import TINY_PRIOR, make_run
+
+    run = make_run(tmp_path / "run")
+    settings = [*TINY_PRIOR, "stage2.architecture=transformer", "stage2.heads=2"]
+    result = launch("stage2_prior", "train", "--run", str(run), *[a for s in settings for a in ("--set", s)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    import torch
+
+    state = torch.load(run / "stage2" / "checkpoint.pt", weights_only=True)
+    assert state["architecture"] == "transformer" and state["step"] == 12
+    assert json.loads((run / "stage2" / "summary.json").read_text())["processes"] == 2
