@@ -87,6 +87,12 @@ def test_existing_run_directory_is_refused(finished_run, cli):
     assert result.returncode == 2 and "already holds output" in result.stderr and "--resume" in result.stderr
 
 
+def test_resuming_with_the_other_prior_architecture_is_refused(finished_run, cli):
+    result = cli("pipeline", "run", "--run", str(finished_run), "--resume", "--set", "stage2.architecture=transformer")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "cannot change stage2.architecture ('pixelcnn' -> 'transformer')" in result.stderr
+
+
 def test_resume_after_a_crash_ends_with_the_same_result(finished_run, tmp_path, monkeypatch):
     config = load_config(TINY)
     real = run_module.write_samples

@@ -16,7 +16,7 @@ from data.errors import UserError
 from data.io import sha256_file
 from pipeline import VQPriorPipeline
 
-from tests.helpers import one_line_error
+from tests.helpers import TINY_PRIOR, one_line_error, run_cli
 
 FILES = {"vqvae.safetensors", "prior.safetensors", "pipeline.json"}
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -206,3 +206,26 @@ def test_from_pretrained_refuses_other_damage_with_a_user_error(saved, tmp_path,
         pipe = tmp_path / "nosuch"
     with pytest.raises(UserError):
         VQPriorPipeline.from_pretrained(pipe, device="cpu")
+
+
+# ---------------------------------------------------------------- 4. a transformer prior goes the same way
+
+
+def test_a_transformer_pipeline_exports_loads_and_samples_the_same_codes(tiny_run, tmp_path):
+    settings = [*TINY_PRIOR, "stage2.architecture=transformer", "stage2.heads=2", "stage2.conditional=true"]
+    trained = run_cli("stage2_prior", "train", "--run", str(tiny_run), *[a for s in settings for a in ("--set", s)])
+    assert trained.returncode == 0, trained.stderr
+    exported = run_cli("pipeline", "export", "--run", str(tiny_run), "--out", str(tmp_path / "pipe"))
+    assert exported.returncode == 0, exported.stderr
+    meta = json.loads((tmp_path / "pipe" / "pipeline.json").read_text())
+    assert meta["prior_architecture"] == "transformer" and meta["prior_config"]["heads"] == 2
+    original = VQPriorPipeline.from_run(tiny_run, device="cpu")
+    loaded = VQPriorPipeline.from_pretrained(tmp_path / "pipe", device="cpu")
+    assert type(loaded.priors["learned"]).__name__ == "CodeTransformer" and loaded.num_classes == 10
+    a = original(n=6, seed=2, labels=4, temperature=0.9, top_k=7)
+    b = loaded(n=6, seed=2, labels=4, temperature=0.9, top_k=7)
+    assert torch.equal(a.codes, b.codes) and torch.equal(a.images, b.images)
+    sampled = run_cli("pipeline", "sample", "--run", str(tiny_run), "--label", "4", "--n", "4",
+                      "--out", str(tmp_path / "s.png"))
+    assert sampled.returncode == 0, sampled.stderr
+    assert (tmp_path / "s.png").is_file()

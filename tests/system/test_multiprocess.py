@@ -17,10 +17,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from data import load_codes, load_split, load_config
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, TINY_PRIOR, make_run
 
 
 def launch(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
@@ -84,14 +85,10 @@ def test_the_sharded_encode_writes_every_image_once_in_order(two_process_run):
 
 
 def test_two_processes_train_the_transformer_prior(tmp_path):
-    from tests.helpers import TINY_PRIOR, make_run
-
     run = make_run(tmp_path / "run")
     settings = [*TINY_PRIOR, "stage2.architecture=transformer", "stage2.heads=2"]
     result = launch("stage2_prior", "train", "--run", str(run), *[a for s in settings for a in ("--set", s)])
     assert result.returncode == 0, result.stderr[-3000:]
-    import torch
-
     state = torch.load(run / "stage2" / "checkpoint.pt", weights_only=True)
     assert state["architecture"] == "transformer" and state["step"] == 12
     assert json.loads((run / "stage2" / "summary.json").read_text())["processes"] == 2
