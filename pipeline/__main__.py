@@ -1,4 +1,5 @@
-"""Pipeline command line: ``run`` the whole job, ``sample`` new images from a run, ``report`` a run."""
+"""Pipeline command line: ``run`` the whole job, ``sample`` new images from a run, ``report`` a run,
+``export`` it, ``fid`` its samples, ``compare`` several runs."""
 
 from __future__ import annotations
 
@@ -61,6 +62,13 @@ def parse(argv, prog: str = "python -m pipeline"):
                                    "Needs `pip install -e '.[fid]'`; about 0.14 s per image on 2 CPU cores.")
     f.add_argument("--run", required=True, metavar="DIR", help="a run with both stages trained")
     f.add_argument("--n", type=int, help="images per set (default: the run's sample.fd_samples; at most the val split)")
+
+    c = sub.add_parser("compare", help="put finished runs side by side: one HTML page and a Markdown table",
+                       description="Read finished runs (never recomputing) and write DIR2/compare.html and "
+                                   "DIR2/compare.md: the settings that differ, bits per code, bits per dimension, "
+                                   "Fréchet distance over a perfect prior's, novelty, sizes, times and samples.")
+    c.add_argument("runs", nargs="+", metavar="RUN", help="finished run directories")
+    c.add_argument("--out", required=True, metavar="DIR2", help="folder for compare.html and compare.md")
     return parser.parse_args(argv)
 
 
@@ -178,6 +186,11 @@ def main(argv=None, prog: str = "python -m pipeline") -> int:
     elif args.command == "fid":
         with run_lock(args.run):
             command_fid(args)
+    elif args.command == "compare":
+        from .compare import compare
+
+        page, table = compare(args.runs, args.out)
+        print(f"wrote {page} and {table}")
     else:
         from .report import write_report
 

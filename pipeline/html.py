@@ -19,6 +19,11 @@ from .metrics import ratio
 from .results import RunFiles
 
 
+def style() -> str:
+    """The CSS every page of the tool shares (``templates/style.css``)."""
+    return (files("pipeline") / "templates" / "style.css").read_text(encoding="utf-8")
+
+
 PRIOR_NAMES = {"pixelcnn": "gated PixelCNN", "transformer": "causal transformer"}  # stage2.architecture
 
 
@@ -26,6 +31,7 @@ def render_html(run: RunFiles, metrics: dict, plots: dict[str, Path]) -> str:
     """The whole page: the template's placeholders filled in reading order."""
     template = Template((files("pipeline") / "templates" / "report.html").read_text(encoding="utf-8"))
     return template.substitute(
+        style=style(),
         dataset=esc(run.config.data.dataset),
         prior_name=PRIOR_NAMES[run.config.stage2.architecture],
         num_embeddings=metrics["num_embeddings"],

@@ -175,7 +175,7 @@ def measure_quality(pipe: VQPriorPipeline, config: Config, paths: RunPaths) -> d
     classifier = load_or_train_classifier(paths, config, pipe.device)  # (network, val accuracy), for both
     novelty = write_novelty(config, paths, real, first, classifier[0])
     return write_quality(paths, config, real, generated, classifier=classifier, computed_from=stamp,
-                         extra={"novelty": novelty})
+                         extra={"novelty": novelty, "learned_sampling": sampling_speed(pipe, config)})
 
 
 def learned_draws(pipe: VQPriorPipeline, config: Config, first: torch.Tensor) -> list[torch.Tensor]:
@@ -187,6 +187,16 @@ def learned_draws(pipe: VQPriorPipeline, config: Config, first: torch.Tensor) ->
     s, seed = config.sample, config.run.seed * 1000 + SEED_FD
     return [first] + [pipe(len(first), "learned", temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                            seed=seed + 10 * draw).images for draw in range(1, s.fd_draws)]
+
+
+def sampling_speed(pipe: VQPriorPipeline, config: Config) -> dict:
+    """How fast the learned prior makes images (sampling and decoding), timed on one batch of ``sample.n``."""
+    s = config.sample
+    tic = time.perf_counter()
+    pipe(s.n, "learned", temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=config.run.seed)
+    seconds = time.perf_counter() - tic
+    return {"images": s.n, "seconds": round(seconds, 3), "images_per_s": round(s.n / seconds, 1),
+            "device": str(pipe.device)}
 
 
 def reference_sets(pipe: VQPriorPipeline, config: Config, paths: RunPaths, n: int) -> dict[str, list[torch.Tensor]]:

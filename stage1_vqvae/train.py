@@ -156,6 +156,7 @@ def train(config: Config, run_dir: Path, resume: bool = False) -> dict:
     summary = finish(accelerator.unwrap_model(model), val_set.images, variance, paths, accelerator.device,
                      write=accelerator.is_main_process)
     summary.update(steps=s.steps, decoder_steps=s.decoder_steps, train_seconds=train_seconds,
+                   parameters=sum(p.numel() for p in accelerator.unwrap_model(model).parameters()),
                    images_per_s=seen / (train_seconds - earlier) if seen else None,
                    class_names=list(train_set.class_names) if train_set.class_names else None, **environment)
     if accelerator.is_main_process:

@@ -1,5 +1,5 @@
 """Run one prior ablation and append its held-out numbers to a JSONL file (runs/ablate/ablation.jsonl by
-default; the tables of docs/results.md come from it through benchmarks.ablations.table).
+default; the tables of docs/results.md were written from it; benchmarks.ablations.table compares the runs).
 
     python -m benchmarks.ablations.prior --tag glyphs-default --set data.dataset=image_folder \\
         --set data.root=/work/data/glyphs
