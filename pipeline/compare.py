@@ -90,7 +90,6 @@ def summary_row(name: str, f, m: dict) -> list[str]:
     bpd = m.get("bits_per_dim") or {}
     novelty = m.get("novelty") or {}
     speed = f.quality.get("learned_sampling") or {}
-    s1_params = f.stage1.get("parameters")
     ratio = quality.get("fd_learned_over_perfect_prior")
     return [
         name,
@@ -103,10 +102,15 @@ def summary_row(name: str, f, m: dict) -> list[str]:
         num(quality.get("fid_inception_learned"), 1),
         num(novelty.get("copy_fraction"), 3),
         f"{s1['codes_used']} / {m['num_embeddings']}",
-        f"{s1_params if s1_params is not None else '–'} / {s2.get('parameters') or '–'}",
+        f"{count(f.stage1.get('parameters'))} / {count(s2.get('parameters'))}",
         f"{num(s1.get('train_seconds'), 0)} / {num(s2.get('train_seconds'), 0)}",
         num(speed.get("images_per_s"), 1),
     ]
+
+
+def count(value) -> str:
+    """An integer with thousands separators, or a dash when the run did not record it."""
+    return "–" if value is None else f"{value:,}"
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -133,7 +137,7 @@ def html_page(names: list[str], rows: list[list], differ: dict[str, list], files
     return template.substitute(
         style=style(),
         count=len(names),
-        numbers=table(list(COLUMNS), rows),
+        numbers=f"<div class='runs'>{table(list(COLUMNS), rows)}</div>",
         settings=table(*difference_rows(names, differ)) if differ else "<p>The runs' settings are the same.</p>",
         samples=figures(samples, 260),
         runs="".join(f"<li><code>{esc(f.paths.root.resolve())}</code></li>" for f in files_),
