@@ -167,7 +167,7 @@ def measure_quality(pipe: VQPriorPipeline, config: Config, paths: RunPaths) -> d
     stamp = sources.quality(paths, config)
     real, generated = fd_image_sets(pipe, config, paths, s.fd_samples)
     first = generated["learned"]
-    generated["learned"] = learned_draws(pipe, config, first)
+    generated["learned"], speed = learned_draws(pipe, config, first)
     generated.update(reference_sets(pipe, config, paths, len(real)))
     for t in s.sweep:
         generated[f"learned_T{float(t):g}"] = generated["learned"] if float(t) == s.temperature else \
@@ -175,28 +175,24 @@ def measure_quality(pipe: VQPriorPipeline, config: Config, paths: RunPaths) -> d
     classifier = load_or_train_classifier(paths, config, pipe.device)  # (network, val accuracy), for both
     novelty = write_novelty(config, paths, real, first, classifier[0])
     return write_quality(paths, config, real, generated, classifier=classifier, computed_from=stamp,
-                         extra={"novelty": novelty, "learned_sampling": sampling_speed(pipe, config)})
+                         extra={"novelty": novelty, "learned_sampling": speed})
 
 
-def learned_draws(pipe: VQPriorPipeline, config: Config, first: torch.Tensor) -> list[torch.Tensor]:
+def learned_draws(pipe: VQPriorPipeline, config: Config, first: torch.Tensor) -> tuple[list[torch.Tensor], dict]:
     """``sample.fd_draws`` sets of the learned prior's images: ``first`` (``fd_image_sets``' set), then
-    independent sets of the same size and sampling settings, each from its own seed.
+    independent sets of the same size and sampling settings, each from its own seed; and how fast
+    those later sets were made (sampling and decoding; None with a single draw).
 
     Draw d >= 1 uses seed ``1000 run.seed + SEED_FD + 10 d`` (at most 993 above the block's start for
     100 draws), so the draws of two run seeds never share random numbers."""
     s, seed = config.sample, config.run.seed * 1000 + SEED_FD
-    return [first] + [pipe(len(first), "learned", temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                           seed=seed + 10 * draw).images for draw in range(1, s.fd_draws)]
-
-
-def sampling_speed(pipe: VQPriorPipeline, config: Config) -> dict:
-    """How fast the learned prior makes images (sampling and decoding), timed on one batch of ``sample.n``."""
-    s = config.sample
     tic = time.perf_counter()
-    pipe(s.n, "learned", temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=config.run.seed)
-    seconds = time.perf_counter() - tic
-    return {"images": s.n, "seconds": round(seconds, 3), "images_per_s": round(s.n / seconds, 1),
-            "device": str(pipe.device)}
+    later = [pipe(len(first), "learned", temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                  seed=seed + 10 * draw).images for draw in range(1, s.fd_draws)]
+    seconds, images = time.perf_counter() - tic, len(first) * len(later)
+    speed = {"images": images, "seconds": round(seconds, 3),
+             "images_per_s": round(images / seconds, 1)} if later else None
+    return [first, *later], speed
 
 
 def reference_sets(pipe: VQPriorPipeline, config: Config, paths: RunPaths, n: int) -> dict[str, list[torch.Tensor]]:

@@ -22,11 +22,11 @@ from data.config import PixelCNNConfig, TransformerConfig
 
 from .baselines import PRIORS, MarginalPrior, UniformPrior
 from .evaluate import bits_per_code
-from .learned import ARCHITECTURES, build_prior, learned_prior_from_state, load_learned_prior, load_prior_checkpoint
+from .learned import build_prior, learned_prior_from_state, load_learned_prior, load_prior_checkpoint
 from .pixelcnn import GatedPixelCNN
 from .sampling import sample
 from .transformer import CodeTransformer
 
-__all__ = ["ARCHITECTURES", "PRIORS", "CodeTransformer", "GatedPixelCNN", "MarginalPrior", "PixelCNNConfig",
+__all__ = ["PRIORS", "CodeTransformer", "GatedPixelCNN", "MarginalPrior", "PixelCNNConfig",
            "TransformerConfig", "UniformPrior", "bits_per_code", "build_prior", "learned_prior_from_state",
            "load_learned_prior", "load_prior_checkpoint", "sample"]

@@ -21,7 +21,6 @@ from data.errors import UserError
 from .pixelcnn import GatedPixelCNN
 from .transformer import CodeTransformer
 
-ARCHITECTURES = {"pixelcnn": GatedPixelCNN, "transformer": CodeTransformer}  # stage2.architecture -> model
 # Beyond model and model_config: what sampling and evaluation need; training adds optimizer, step, rng, ...
 CHECKPOINT_KEYS = ("num_embeddings", "num_classes", "grid", "stage1_checkpoint_sha256", "marginal_log_probs")
 

@@ -25,7 +25,7 @@ def main(run: str, seeds: str = "0,1,2,3", steps: str = "600", task: str = "auto
     cfg = load_config(f"{run}/config.yaml", [])
     pipe = VQPriorPipeline.from_run(run, "cpu")
     real, generated = fd_image_sets(pipe, cfg, RunPaths(run), cfg.sample.fd_samples)
-    generated["learned"] = learned_draws(pipe, cfg, generated["learned"])
+    generated["learned"], _ = learned_draws(pipe, cfg, generated["learned"])
     train, val = load_split(cfg.data, "train"), load_split(cfg.data, "val")
     labels = None if task == "rotation" else train.labels
     for classifier_seed in map(int, seeds.split(",")):

@@ -76,7 +76,7 @@ def test_fd_draws_of_two_run_seeds_never_share_a_sampling_seed():
 
     for run_seed in (0, 1):
         config = load_config(TINY, [f"run.seed={run_seed}", "sample.fd_draws=100"])
-        draws = run_module.learned_draws(fake_pipe, config, torch.zeros(3))
+        draws, _ = run_module.learned_draws(fake_pipe, config, torch.zeros(3))
         assert len(draws) == 100 and all(len(d) == 3 for d in draws)
     assert len(set(seeds[0])) == len(set(seeds[1])) == 99  # the first draw is fd_image_sets' own
     assert not set(seeds[0]) & set(seeds[1])

@@ -1,8 +1,11 @@
 """The transformer prior: causality, conditioning, exact cached sampling, training through the stage-2 trainer."""
 
+import json
+
 import pytest
 import torch
 
+from data.codes import load_codes
 from data.config import TransformerConfig
 from stage2_prior import CodeTransformer, bits_per_code, load_learned_prior, sample
 from stage2_prior.transformer import KVCache
@@ -104,9 +107,8 @@ def test_a_tiny_transformer_run_beats_the_marginal_prior_and_reloads_from_its_ch
     assert isinstance(prior, CodeTransformer) and prior.grid == (6, 6) and not prior.training
     result = cli("stage2_prior", "evaluate", "--run", str(run))
     assert result.returncode == 0, result.stderr
-    bits = __import__("json").loads((run / "stage2" / "bits_per_code.json").read_text())
+    bits = json.loads((run / "stage2" / "bits_per_code.json").read_text())
     assert bits["learned"] < 0.8 * bits["marginal"]  # the stripes are predictable from their context
-    from data.codes import load_codes
     val, _, _ = load_codes(run / "codes" / "val.h5")
     assert bits_per_code(prior, val) == pytest.approx(bits["learned"])
 
