@@ -159,11 +159,14 @@ class PixelCNNConfig:
 @dataclass
 class TransformerConfig:
     """The transformer prior's architecture (``stage2_prior.CodeTransformer(num_embeddings, config, num_classes,
-    grid)``); the stage-2 section shares ``hidden``, ``layers`` and ``dropout`` with the PixelCNN."""
+    grid)``); the stage-2 section shares ``hidden``, ``layers`` and ``dropout`` with the PixelCNN (``dropout``
+    defaults to each architecture's own)."""
     hidden: int = PixelCNNConfig.hidden
     layers: int = PixelCNNConfig.layers
     heads: int = positive(4, "attention heads of the transformer prior; `hidden` must be a multiple of it")
-    dropout: float = PixelCNNConfig.dropout
+    # Without dropout it trained faster and scored better on both datasets tried (docs/results.md,
+    # "Prior families").
+    dropout: float = between(0.0, 0.0, 0.9, "dropout on the attention weights and after each block's products")
 
 
 PRIOR_CONFIGS = {"pixelcnn": PixelCNNConfig, "transformer": TransformerConfig}  # stage2.architecture -> its config
@@ -177,6 +180,9 @@ class Stage2Config(PixelCNNConfig):
                                                           "grid); `hidden`, `layers` and `dropout` size either, "
                                                           "`kernel_size` the PixelCNN only, `heads` the transformer only")
     heads: int = same_as(TransformerConfig, "heads")
+    dropout: Optional[float] = setting(None, "dropout inside the prior; null = the architecture's own default: "
+                                             f"{PixelCNNConfig.dropout} for the PixelCNN, "
+                                             f"{TransformerConfig.dropout} for the transformer", min=0.0, max=0.9)
     conditional: bool = setting(False, "class-conditional prior (needs labels)")
     batch_size: int = positive(32, "grids per step and process")
     steps: int = positive(3000, "optimizer updates (at least; see `min_epochs`)")
@@ -269,8 +275,10 @@ class Config:
 
 
 def model_part(cls, settings):
-    """The ``cls`` fields of a stage section (which extends ``cls``), as a ``cls`` instance."""
-    return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
+    """The ``cls`` fields of a stage section (which extends ``cls``), as a ``cls`` instance; a section's
+    null (``stage2.dropout``) leaves the model's own default."""
+    values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)}
+    return cls(**{name: value for name, value in values.items() if value is not None})
 
 
 def model_from_dict(cls, raw: dict, what: str):

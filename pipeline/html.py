@@ -245,7 +245,7 @@ def config_tables(config: Config) -> str:
         f"Stage 2 ({PRIOR_NAMES[s2.architecture]})": [("layers × hidden", f"{s2.layers} × {s2.hidden}"),
                                ("kernel" if s2.architecture == "pixelcnn" else "heads",
                                 s2.kernel_size if s2.architecture == "pixelcnn" else s2.heads),
-                               ("conditional", "yes" if s2.conditional else "no"), ("dropout", s2.dropout),
+                               ("conditional", "yes" if s2.conditional else "no"), ("dropout", s2.model_config().dropout),
                                ("steps × batch", f"{s2.steps} × {s2.batch_size}"), ("learning rate", f"{s2.lr:g}"),
                                ("marginal smoothing", s2.marginal_smoothing)],
         "Sampling": [("samples per grid", sm.n), ("temperature", sm.temperature),

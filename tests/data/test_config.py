@@ -78,6 +78,16 @@ def test_an_exponent_without_a_dot_is_a_float_as_users_mean_it():
         load_config(None, ["stage1.lr=e-3"])
 
 
+def test_stage2_dropout_defaults_to_each_architectures_own():
+    pixelcnn, transformer = (load_config(None, [f"stage2.architecture={a}"]).stage2.model_config()
+                             for a in ("pixelcnn", "transformer"))
+    assert (pixelcnn.dropout, transformer.dropout) == (0.1, 0.0)
+    chosen = load_config(None, ["stage2.architecture=transformer", "stage2.dropout=0.2"]).stage2.model_config()
+    assert chosen.dropout == 0.2
+    with pytest.raises(UserError, match="'stage2.dropout' must be at most 0.9"):
+        load_config(None, ["stage2.dropout=0.95"])
+
+
 @pytest.mark.parametrize("override, message", [
     ("stage1.num_embedings=8", "unknown config key 'stage1.num_embedings'; did you mean 'stage1.num_embeddings'"),
     ("stage3.steps=1", "unknown config key 'stage3'; did you mean 'stage"),
