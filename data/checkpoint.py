@@ -9,7 +9,8 @@ A checkpoint is a dict of tensors and plain Python data, loadable with
 * ``classifier``: the feature classifier of the Fréchet distance (``pipeline.classifier``).
 
 Every checkpoint holds ``model`` (a state dict) and ``model_config`` (``asdict`` of the
-model's config dataclass); the rest depends on the kind. Files are written atomically and
+model's config dataclass); the rest depends on the kind. ``content_sha256`` is the digest of all
+the other entries (``data.integrity``): a load that finds other content refuses the file. Files are written atomically and
 byte-identically for identical content (serialised in memory, so the temporary file name
 never enters the archive), which keeps their SHA-256, the run's provenance, reproducible.
 """
@@ -24,11 +25,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import integrity
 from .errors import BadFile, Fix, MissingFile, UserError
 from .io import write_bytes
 from .rundir import RunPaths
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: content_sha256
 KINDS = {  # kind -> (what it is called, the step that makes it)
     "stage1": ("stage-1 checkpoint", Fix.TRAIN_STAGE1),
     "stage2": ("stage-2 checkpoint", Fix.TRAIN_STAGE2),
@@ -41,7 +43,7 @@ def save_checkpoint(path: str | os.PathLike, kind: str, **entries) -> None:
     if kind not in KINDS:
         raise ValueError(f"unknown checkpoint kind {kind!r}")
     buffer = io.BytesIO()
-    torch.save(canonical({"kind": kind, "format_version": FORMAT_VERSION, **entries}), buffer)
+    torch.save(canonical(integrity.seal({"kind": kind, "format_version": FORMAT_VERSION, **entries})), buffer)
     write_bytes(path, buffer.getvalue())
 
 
@@ -62,11 +64,25 @@ def canonical(obj):
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str, keys: tuple[str, ...] = ()) -> dict:
-    """Load a ``kind`` checkpoint on the CPU with ``weights_only=True`` and check its kind and keys.
+    """Load a ``kind`` checkpoint on the CPU with ``weights_only=True`` and check its kind, version, checksum
+    and keys.
 
-    A missing, corrupt, foreign or other-kind file is a ``UserError`` naming the step that makes the right one.
+    A missing, corrupt, damaged, foreign or other-kind file is a ``UserError`` naming the step that makes the
+    right one.
     """
-    path, (what, fix) = Path(path), KINDS[kind]
+    state, _ = _load(Path(path), kind, keys)
+    return state
+
+
+def checkpoint_digest(path: str | os.PathLike) -> str:
+    """The checked ``content_sha256`` of a checkpoint of any kind: what identifies it (``data.provenance``)."""
+    _, digest = _load(Path(path), None, ())
+    return digest
+
+
+def _load(path: Path, kind: str | None, keys: tuple[str, ...]) -> tuple[dict, str]:
+    """The checked state (without its digest) and its digest; ``kind`` None takes any kind."""
+    what, fix = KINDS[kind] if kind else ("checkpoint", None)
     where = {"path": path, "fix": fix, "run": RunPaths.holding(path)}
     if not path.is_file():
         raise MissingFile(f"{what} not found: {path}", **where)
@@ -76,16 +92,22 @@ def load_checkpoint(path: str | os.PathLike, kind: str, keys: tuple[str, ...] = 
         raise BadFile(f"{what} {path} is corrupt or not a checkpoint ({type(exc).__name__})", advice="delete it",
                       **where) from None
     found = state.get("kind") if isinstance(state, dict) else None
-    if found != kind:
+    if kind is None and found in KINDS:
+        (what, fix), kind = KINDS[found], found
+        where["fix"] = fix
+    if found != kind or found is None:
         described = "a " + KINDS[found][0] if found in KINDS else "not a checkpoint of this version"
-        raise BadFile(f"{path} is {described}, not a {what}", **where)
+        raise BadFile(f"{path} is {described}" + (f", not a {what}" if kind else ""), **where)
     if state.get("format_version") != FORMAT_VERSION:
         raise BadFile(f"{what} {path} has format_version {state.get('format_version')}; this version reads "
                       f"{FORMAT_VERSION}", **where)
+    if not integrity.intact(state):
+        raise BadFile(integrity.damaged(what, path, "restore it from a copy, or delete it"), **where)
+    digest = state.pop(integrity.KEY)
     missing = [k for k in ("model", "model_config", *keys) if k not in state]
     if missing:
         raise BadFile(f"{what} {path} lacks {', '.join(missing)}; it is damaged or from another version", **where)
-    return state
+    return state, digest
 
 
 def load_weights(model: nn.Module, weights: dict, source: str | os.PathLike) -> nn.Module:

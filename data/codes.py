@@ -1,6 +1,9 @@
 """The HDF5 code file: the only thing stage 1 hands to stage 2 (with the checkpoint's hash).
 
-Schema (``FORMAT_VERSION`` 1):
+Schema (``FORMAT_VERSION`` 2):
+
+* the user block (the first 512 bytes, which HDF5 leaves to the user) holds the SHA-256 of every
+  byte after it (``data.integrity``), checked before HDF5 reads the file;
 
 * dataset ``codes``: (N, H, W), the smallest unsigned dtype holding K-1, chunked along N,
   gzip-compressed with the byte-shuffle filter;
@@ -30,12 +33,14 @@ import h5py
 import numpy as np
 import torch
 
+from . import integrity
 from .errors import BadFile, Fix, MissingFile, UserError
-from .io import WRITE_ERRORS, atomic_path, sha256_file, write_error
+from .io import WRITE_ERRORS, atomic_path, write_error
 from .provenance import KEY as PROVENANCE_KEY
+from .provenance import file_hash
 from .rundir import RunPaths
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the digest in the user block
 CHUNK_GRIDS = 1024  # grids per HDF5 chunk: large enough to compress well, small enough to stream
 REQUIRED_ATTRS = ("format_version", "num_embeddings", "embedding_dim", "grid_height", "grid_width",
                   "dataset", "split", "stage1_checkpoint_sha256")
@@ -87,8 +92,8 @@ class CodeWriter:
         self.has_distortion = distortion_dims is not None
         self.path = Path(path)
         self._atomic = atomic_path(path)
-        tmp = self._atomic.__enter__()
-        self._file = h5py.File(tmp, "w")
+        self._tmp = tmp = self._atomic.__enter__()
+        self._file = h5py.File(tmp, "w", userblock_size=integrity.USER_BLOCK)
         h, w = grid
         self._codes = self._file.create_dataset(
             "codes", shape=(0, h, w), maxshape=(None, h, w), dtype=code_dtype(num_embeddings),
@@ -135,7 +140,12 @@ class CodeWriter:
         except OSError as exc:
             self.abort()
             raise write_error(self.path, exc) if exc.errno in WRITE_ERRORS else exc from None
-        self._file.close()
+        try:
+            self._file.close()
+            integrity.seal_user_block(self._tmp)
+        except OSError as exc:
+            self._atomic.__exit__(type(exc), exc, None)  # removes the temporary file
+            raise write_error(self.path, exc) if exc.errno in WRITE_ERRORS else exc from None
         self._atomic.__exit__(None, None, None)  # rename into place
 
     def abort(self) -> None:
@@ -182,10 +192,16 @@ def read_code_info(path: str | os.PathLike, *, split: Optional[str] = None, num_
     """
     path = Path(path)
     if stage1_checkpoint is not None:
-        stage1_checkpoint_sha256 = sha256_file(stage1_checkpoint)
+        stage1_checkpoint_sha256 = file_hash(Path(stage1_checkpoint))
     where = {"path": path, "run": RunPaths.holding(path)}
     if not path.is_file():
         raise MissingFile(f"code file not found: {path}", fix=Fix.ENCODE, **where)
+    try:
+        sealed = integrity.user_block_state(path)
+    except OSError as exc:
+        raise corrupt(path, exc) from None
+    if sealed == "damaged":
+        raise BadFile(integrity.damaged("code file", path, "delete it"), fix=Fix.ENCODE_AGAIN, **where)
     try:
         with h5py.File(path, "r") as f:
             info = _validate_schema(f, path)
@@ -193,6 +209,8 @@ def read_code_info(path: str | os.PathLike, *, split: Optional[str] = None, num_
         raise
     except Exception as exc:  # h5py raises OSError/KeyError variants for truncated files
         raise corrupt(path, exc) from None
+    if sealed == "absent":  # a code file of this version, whose first bytes were damaged
+        raise BadFile(integrity.damaged("code file", path, "delete it"), fix=Fix.ENCODE_AGAIN, **where)
     if info.num_codes == 0:
         raise BadFile(f"{path} holds no code grids", advice="encode a non-empty split", fix=Fix.ENCODE, **where)
     if split is not None and info.split != split:
@@ -208,6 +226,13 @@ def read_code_info(path: str | os.PathLike, *, split: Optional[str] = None, num_
                       f"(sha256 {info.stage1_checkpoint_sha256[:12]}..., expected {stage1_checkpoint_sha256[:12]}...)",
                       fix=Fix.ENCODE_AGAIN, **where)
     return info
+
+
+def code_file_digest(path: str | os.PathLike) -> str:
+    """The checked digest in a code file's user block: what identifies it (``data.provenance``)."""
+    info = read_code_info(path)
+    with open(info.path, "rb") as f:
+        return f.read(integrity.USER_BLOCK)[len(integrity.MAGIC):].split(b"\n")[0].decode()
 
 
 def corrupt(path: Path, exc: Exception) -> BadFile:

@@ -6,8 +6,10 @@ decoded by worker processes into a store directory under ``data.cache_dir``:
     images.u8    raw uint8 array (N, C, S, S), written image by image as the workers finish
     labels.i64   raw int64 array (N,), when every image sits in a class subfolder
     files.txt    the file list: relative path, size and modification time (ns), tab-separated
-    index.json   the image size, the channel count, the class names, the store format and the
-                 SHA-256 of the file list (``fingerprint``), which is what a load compares
+    index.json   the image size, the channel count, the class names, the store format, the
+                 SHA-256 of the file list (``fingerprint``), which is what a load compares, and the
+                 SHA-256 of images.u8 and labels.i64, checked on every load; the index itself is
+                 sealed with ``content_sha256`` (``data.integrity``)
 
 The store is keyed by the folder's absolute path and the requested size and channels, and is
 rebuilt when the file list, a size or a modification time changes. It is written to a temporary
@@ -25,6 +27,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 import warnings
 from pathlib import Path
@@ -34,9 +37,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import integrity
 from .errors import UserError
+from .io import sha256_file
 
-STORE_VERSION = 2  # 2: index.json holds the listing's fingerprint, files.txt the listing
+STORE_VERSION = 3  # 2: index.json holds the listing's fingerprint, files.txt the listing; 3: checksums
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
@@ -159,6 +164,17 @@ def class_names_of(rel_paths: list[str]) -> Optional[list[str]]:
 # ---------------------------------------------------------------- decoding (runs in the workers)
 
 
+def plain_signals() -> None:
+    """A worker ends at once on SIGTERM, the pool's own way to stop it, and leaves Ctrl-C to the parent.
+
+    The command's SIGTERM handler (``data.cli``), inherited through fork, would raise inside the worker
+    instead: a traceback per worker as the pool stops, and now and then a worker left waiting on the
+    pool's queue lock, which the stopping parent holds, so that the parent waits for it forever.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def image_mode(path: str) -> str:
     """``L`` when the image is grayscale (including a gray palette), else ``RGB``; reads the header only."""
     from PIL import Image, UnidentifiedImageError
@@ -248,11 +264,20 @@ def open_store(root: str | os.PathLike, size: int, channels: Optional[int], cach
 
 
 def read_index(path: Path) -> Optional[dict]:
+    """The store's index; None when there is none or it is of another version (the store is rebuilt)."""
     try:
         index = json.loads((path / "index.json").read_text())
     except (OSError, ValueError):
         return None
-    return index if isinstance(index, dict) and index.get("version") == STORE_VERSION else None
+    if not isinstance(index, dict) or index.get("version") != STORE_VERSION:
+        return None
+    if not integrity.intact(index):
+        raise damaged_store(path)
+    return index
+
+
+def damaged_store(path: Path) -> UserError:
+    return UserError(integrity.damaged("the image store", path, "delete it to decode the folder again"))
 
 
 def build(path: Path, root: Path, lines: list[str], size: int, channels: Optional[int], workers: int) -> None:
@@ -266,7 +291,8 @@ def build(path: Path, root: Path, lines: list[str], size: int, channels: Optiona
         raise UserError(f"cannot write the image store under {path.parent} ({exc.strerror}); "
                         "set data.cache_dir to a writable folder") from None
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        images_digest = hashlib.sha256()
+        with multiprocessing.get_context("fork").Pool(workers, initializer=plain_signals) as pool:
             mode = {1: "L", 3: "RGB"}.get(channels) or native_mode(pool, files)
             with open(tmp / "images.u8", "wb") as out:
                 tasks = ((f, mode, size) for f in files)
@@ -275,17 +301,20 @@ def build(path: Path, root: Path, lines: list[str], size: int, channels: Optiona
                     if isinstance(array, str):
                         raise UserError(array.removeprefix("error: "))
                     out.write(array.tobytes())
-        names = class_names_of(rel_paths)
+                    images_digest.update(array.tobytes())
+        names, labels_digest = class_names_of(rel_paths), None
         if names is not None:
             lookup = {name: k for k, name in enumerate(names)}
             labels = np.array([lookup[Path(rel).parts[0]] for rel in rel_paths], dtype=np.int64)
             (tmp / "labels.i64").write_bytes(labels.tobytes())
+            labels_digest = hashlib.sha256(labels.tobytes()).hexdigest()
         (tmp / "files.txt").write_text("".join(line.replace("\0", "\t") + "\n" for line in lines),
                                        encoding="utf-8", errors="surrogateescape")
         index = {"version": STORE_VERSION, "root": str(root.resolve()), "size": size,
                  "channels": 1 if mode == "L" else 3, "count": len(files), "class_names": names,
-                 "fingerprint": fingerprint(lines)}
-        (tmp / "index.json").write_text(json.dumps(index))
+                 "fingerprint": fingerprint(lines), "images_sha256": images_digest.hexdigest(),
+                 "labels_sha256": labels_digest}
+        (tmp / "index.json").write_text(json.dumps(integrity.seal(index)))
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -316,10 +345,13 @@ class FolderStore:
         self.shape = (index["count"], index["channels"], index["size"], index["size"])
         self.class_names = tuple(index["class_names"]) if index["class_names"] else None
         labels = path / "labels.i64"
+        try:
+            found = (sha256_file(path / "images.u8"), sha256_file(labels) if labels.exists() else None)
+        except OSError:
+            found = None
+        if found != (index["images_sha256"], index["labels_sha256"]):
+            raise damaged_store(path)
         self.labels = torch.from_numpy(np.fromfile(labels, dtype=np.int64)) if labels.exists() else None
-        expected = int(np.prod(self.shape))
-        if (path / "images.u8").stat().st_size != expected:
-            raise UserError(f"the image store {path} is damaged; delete it to decode the folder again")
 
     def subset(self, indices: torch.Tensor) -> "StoredImages":
         return StoredImages(self.path / "images.u8", self.shape[1:], indices)

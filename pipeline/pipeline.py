@@ -25,10 +25,12 @@ from typing import Iterator, Optional, Union
 
 import torch
 
+from data import integrity
 from data.checkpoint import load_checkpoint, load_weights
 from data.config import VQVAEConfig, model_from_dict
-from data.errors import BadValue, Fix, MissingFile, UserError
-from data.io import sha256_file, write_json
+from data.errors import BadFile, BadValue, Fix, MissingFile, UserError
+from data.io import write_json
+from data.provenance import file_hash
 from data.rundir import RunPaths
 from data.training import resolve_device
 from stage1_vqvae import VQVAE
@@ -36,7 +38,7 @@ from stage1_vqvae.model import CHECKPOINT_KEYS as VQVAE_KEYS
 from stage2_prior import PRIORS, MarginalPrior, UniformPrior, learned_prior_from_state, load_prior_checkpoint, sample
 from stage2_prior.sampling import check_sampling
 
-PRETRAINED_FORMAT = 1
+PRETRAINED_FORMAT = 2  # 2: content_sha256 in pipeline.json and in each safetensors file's metadata
 SAMPLE_BATCH = 1024  # grids sampled and decoded at once: memory stays bounded whatever n is
 
 
@@ -79,7 +81,7 @@ class VQPriorPipeline:
         stage1 = load_checkpoint(paths.stage1_checkpoint, "stage1", VQVAE_KEYS)
         vqvae = VQVAE.from_state(stage1, paths.stage1_checkpoint).to(resolve_device(device)).for_inference()
         state = load_prior_checkpoint(paths.stage2_checkpoint)
-        sha = sha256_file(paths.stage1_checkpoint)
+        sha = file_hash(paths.stage1_checkpoint)
         if state["stage1_checkpoint_sha256"] != sha:
             raise UserError(f"the prior in {paths.stage2} was trained on codes of a different stage-1 checkpoint "
                             f"(sha256 {state['stage1_checkpoint_sha256'][:12]}..., this one is {sha[:12]}...); "
@@ -91,7 +93,10 @@ class VQPriorPipeline:
                    MarginalPrior(state["marginal_log_probs"]), tuple(state["grid"]), sha, stage1.get("class_names"))
 
     def save_pretrained(self, out_dir: Union[str, Path]) -> Path:
-        """Write the inference weights (safetensors) and ``pipeline.json``; no pickle, no optimizer state."""
+        """Write the inference weights (safetensors) and ``pipeline.json``; no pickle, no optimizer state.
+
+        Each file carries the SHA-256 of its content (``data.integrity``), checked by ``from_pretrained``.
+        """
         from safetensors.torch import save_file
 
         from data.io import atomic_path
@@ -101,8 +106,9 @@ class VQPriorPipeline:
         for name, module in (("vqvae", self.vqvae), ("prior", learned)):
             weights = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
             with atomic_path(out / f"{name}.safetensors") as tmp:
-                save_file(weights, str(tmp), metadata={"format": "pt"})
-        write_json(out / "pipeline.json", {
+                # one metadata entry: safetensors writes several in a random order, and the bytes would vary
+                save_file(weights, str(tmp), metadata={integrity.KEY: integrity.content_digest(weights)})
+        write_json(out / "pipeline.json", integrity.seal(json.loads(json.dumps({
             "format_version": PRETRAINED_FORMAT,
             "vqvae_config": asdict(self.vqvae.config),
             "in_channels": self.vqvae.in_channels,
@@ -114,21 +120,15 @@ class VQPriorPipeline:
             "class_names": self.class_names,
             "marginal_log_probs": self.priors["marginal"].log_probs.cpu().tolist(),
             "stage1_checkpoint_sha256": self.stage1_checkpoint_sha256,
-        })
+        }))))  # sealed as it reads back: tuples become lists
         return out
 
     @classmethod
     def from_pretrained(cls, folder: Union[str, Path], device: str = "auto") -> "VQPriorPipeline":
         """Load a folder written by ``save_pretrained``: samples exactly the codes ``from_run`` does."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         meta = read_pretrained_json(folder / "pipeline.json")
-        try:
-            weights = {name: load_file(str(folder / f"{name}.safetensors")) for name in ("vqvae", "prior")}
-        except (OSError, SafetensorError) as exc:
-            raise UserError(f"cannot read the weights in {folder} ({exc}); export the pipeline again") from None
+        weights = {name: read_weights(folder / f"{name}.safetensors") for name in ("vqvae", "prior")}
         vqvae = VQVAE(model_from_dict(VQVAEConfig, meta["vqvae_config"], f"{folder}/pipeline.json"),
                       int(meta["in_channels"]))
         load_weights(vqvae, weights["vqvae"], folder / "vqvae.safetensors")
@@ -208,6 +208,22 @@ class VQPriorPipeline:
                               torch.cat(labels) if labels[0] is not None else None)
 
 
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a saved pipeline's safetensors file, checked against the digest in its metadata."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            digest = (f.metadata() or {}).get(integrity.KEY)
+            weights = {name: f.get_tensor(name) for name in f.keys()}
+    except (OSError, SafetensorError, ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read the weights {path} ({str(exc) or type(exc).__name__}); "
+                        "export the pipeline again") from None
+    if digest != integrity.content_digest(weights):
+        raise BadFile(integrity.damaged("pipeline weights", path, "export the pipeline again"), path=path)
+    return weights
+
+
 def read_pretrained_json(path: Path) -> dict:
     """``pipeline.json`` of a saved pipeline, checked for the keys ``from_pretrained`` needs."""
     keys = ("format_version", "vqvae_config", "in_channels", "prior_config", "num_embeddings", "num_classes",
@@ -222,5 +238,8 @@ def read_pretrained_json(path: Path) -> dict:
     if missing:
         raise UserError(f"{path} lacks {', '.join(missing)}; export the pipeline again")
     if meta["format_version"] != PRETRAINED_FORMAT:
-        raise UserError(f"{path} has format_version {meta['format_version']}; this version reads {PRETRAINED_FORMAT}")
+        raise UserError(f"{path} has format_version {meta['format_version']}; this version reads {PRETRAINED_FORMAT}"
+                        "; export the pipeline again")
+    if not integrity.intact(meta):
+        raise BadFile(integrity.damaged("pipeline description", path, "export the pipeline again"), path=path)
     return meta

@@ -3,14 +3,18 @@ and synthetic code files a tiny prior learns in seconds. Fixtures are in ``conft
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import torch
 
 from data.codes import CodeWriter
+from data import integrity
+from data.integrity import seal_user_block
 from data.config_files import load_config, save_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +44,23 @@ def one_line_error(result: subprocess.CompletedProcess, *words: str) -> str:
     for word in words:
         assert word in lines[0], lines[0]
     return lines[0]
+
+
+@contextlib.contextmanager
+def edit_code_file(path: Path):
+    """Open a code file for writing with h5py, and seal it again afterwards: an edit, not damage."""
+    with h5py.File(path, "r+") as f:
+        yield f
+    seal_user_block(path)
+
+
+def rewrite_checkpoint(path: Path, change) -> dict:
+    """Apply ``change(state)`` to a checkpoint's entries and save it sealed again: an edit, not damage."""
+    state = torch.load(path, weights_only=True)
+    state.pop(integrity.KEY, None)
+    change(state)
+    torch.save(integrity.seal(state), path)
+    return state
 
 
 # ---------------------------------------------------------------- synthetic code files for stage 2

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from data import CodeDataset, CodeWriter, code_dtype, load_codes, load_config, load_split, read_code_info
-from data.codes import CHUNK_GRIDS
+from data.codes import CHUNK_GRIDS, FORMAT_VERSION
 from data.datasets import to_model_range
 from data.errors import UserError
-from data.io import sha256_file
-from data.provenance import recorded
+from data.provenance import file_hash, recorded
 from stage1_vqvae import VQVAE
+from tests.helpers import edit_code_file, rewrite_checkpoint
 
 
 def test_decoding_read_codes_gives_the_models_own_reconstruction(tiny_run_template):
@@ -33,7 +33,7 @@ def test_decoding_read_codes_gives_the_models_own_reconstruction(tiny_run_templa
 
 def test_schema_and_attributes(tiny_run_template):
     run = tiny_run_template
-    sha = sha256_file(run / "stage1" / "checkpoint.pt")
+    sha = file_hash(run / "stage1" / "checkpoint.pt")
     for split, n in (("train", 9000), ("val", 1000)):
         with h5py.File(run / "codes" / f"{split}.h5", "r") as f:
             codes = f["codes"]
@@ -41,7 +41,7 @@ def test_schema_and_attributes(tiny_run_template):
             assert codes.chunks == (CHUNK_GRIDS, 7, 7) and codes.compression == "gzip"
             assert f["labels"].shape == (n,) and f["labels"].dtype == np.int64
             attrs = dict(f.attrs)
-        assert attrs["format_version"] == 1 and attrs["num_embeddings"] == 32 and attrs["embedding_dim"] == 8
+        assert attrs["format_version"] == FORMAT_VERSION and attrs["num_embeddings"] == 32 and attrs["embedding_dim"] == 8
         assert (attrs["grid_height"], attrs["grid_width"]) == (7, 7)
         assert attrs["dataset"] == "fashion_mnist_embedded" and attrs["split"] == split
         assert attrs["stage1_checkpoint_sha256"] == sha
@@ -111,13 +111,13 @@ def test_truncated_file_is_a_clear_error(tmp_path):
     _write(tmp_path / "c.h5", n=3000)
     data = (tmp_path / "c.h5").read_bytes()
     (tmp_path / "c.h5").write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match="corrupt or truncated"):
+    with pytest.raises(UserError, match="is damaged"):
         load_codes(tmp_path / "c.h5")
 
 
 def test_codes_out_of_range_are_rejected(tmp_path):
     _write(tmp_path / "c.h5", k=16)
-    with h5py.File(tmp_path / "c.h5", "r+") as f:
+    with edit_code_file(tmp_path / "c.h5") as f:
         f["codes"][0, 0, 0] = 200  # uint8 holds it, but K=16 does not
     with pytest.raises(UserError, match="code 200 >= K=16"):
         load_codes(tmp_path / "c.h5")
@@ -125,17 +125,17 @@ def test_codes_out_of_range_are_rejected(tmp_path):
 
 def test_wrong_dtype_missing_attributes_and_version_are_rejected(tmp_path):
     _write(tmp_path / "a.h5", k=16)
-    with h5py.File(tmp_path / "a.h5", "r+") as f:
+    with edit_code_file(tmp_path / "a.h5") as f:
         f.attrs["num_embeddings"] = 1000  # needs uint16, file holds uint8
     with pytest.raises(UserError, match="dtype uint8, expected uint16"):
         read_code_info(tmp_path / "a.h5")
     _write(tmp_path / "b.h5")
-    with h5py.File(tmp_path / "b.h5", "r+") as f:
+    with edit_code_file(tmp_path / "b.h5") as f:
         del f.attrs["stage1_checkpoint_sha256"]
     with pytest.raises(UserError, match="not a code file .*stage1_checkpoint_sha256"):
         read_code_info(tmp_path / "b.h5")
     _write(tmp_path / "c.h5")
-    with h5py.File(tmp_path / "c.h5", "r+") as f:
+    with edit_code_file(tmp_path / "c.h5") as f:
         f.attrs["format_version"] = 99
     with pytest.raises(UserError, match="format_version 99"):
         read_code_info(tmp_path / "c.h5")
@@ -155,14 +155,12 @@ def test_mismatched_k_grid_and_checkpoint_are_rejected(tmp_path, tiny_run_templa
 
 def test_code_files_of_another_checkpoint_or_split_are_encoded_again(tiny_run, cli):
     """Code files are derived data: ones that do not match the checkpoint and split are redone, said why."""
-    ckpt = torch.load(tiny_run / "stage1" / "checkpoint.pt", weights_only=True)
-    ckpt["step"] += 1  # a different checkpoint file
-    torch.save(ckpt, tiny_run / "stage1" / "checkpoint.pt")
+    rewrite_checkpoint(tiny_run / "stage1" / "checkpoint.pt", lambda ckpt: ckpt.update(step=ckpt["step"] + 1))
     result = cli("stage1_vqvae", "encode", "--run", str(tiny_run))
     assert result.returncode == 0 and "train.h5: stage-1 checkpoint changed since train.h5; encoding again" \
         in result.stdout
     assert read_code_info(tiny_run / "codes" / "val.h5").stage1_checkpoint_sha256 == \
-        sha256_file(tiny_run / "stage1" / "checkpoint.pt")
+        file_hash(tiny_run / "stage1" / "checkpoint.pt")
     shutil.copy(tiny_run / "codes" / "train.h5", tiny_run / "codes" / "val.h5")  # train copied over val
     result = cli("stage1_vqvae", "encode", "--run", str(tiny_run))
     assert result.returncode == 0 and "val.h5: settings distortion, images, split changed since val.h5; " \
@@ -174,14 +172,14 @@ def test_code_files_of_another_checkpoint_or_split_are_encoded_again(tiny_run, c
 
 def test_a_code_file_that_records_no_sources_or_is_damaged_is_encoded_again(tiny_run, cli):
     val = tiny_run / "codes" / "val.h5"
-    with h5py.File(val, "a") as f:
+    with edit_code_file(val) as f:
         del f.attrs["computed_from"]
     (tiny_run / "codes" / "train.h5").write_bytes(b"not HDF5")
     result = cli("stage1_vqvae", "encode", "--run", str(tiny_run))
     assert result.returncode == 0, result.stderr
     assert "val.h5: val.h5 does not record what it was computed from; encoding again" in result.stdout
     assert "train.h5: train.h5 does not record what it was computed from; encoding again" in result.stdout
-    assert recorded(val)["inputs"] == {"stage1/checkpoint.pt": sha256_file(tiny_run / "stage1" / "checkpoint.pt")}
+    assert recorded(val)["inputs"] == {"stage1/checkpoint.pt": file_hash(tiny_run / "stage1" / "checkpoint.pt")}
 
 
 def test_encode_cli_errors(tiny_run, cli):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from PIL import Image
 from data import load_config, load_split
 from data import folder_store
 from data.errors import UserError
+from tests.helpers import ROOT
 
 
 def write_folder(root, n=12, mode="L", size=(20, 16)):
@@ -106,6 +109,24 @@ def test_a_killed_build_leaves_no_store(folder, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         load_split(config(folder, tmp_path, "data.workers=1"), "train")
     assert list((tmp_path / "cache" / "folders").iterdir()) == []
+
+
+BUILDS = """
+import shutil, signal, sys
+from pathlib import Path
+from data import cli, folder_store
+signal.signal(signal.SIGTERM, cli._terminate)  # as every command runs
+for i in range(60):
+    folder_store.open_store(sys.argv[1], 8, None, cache_dir=sys.argv[2], workers=2, log=lambda *_: None)
+    shutil.rmtree(sys.argv[2])
+"""
+
+
+def test_the_decoding_pool_stops_cleanly_under_the_commands_sigterm_handler(folder, tmp_path):
+    # Inherited, the handler made workers print tracebacks as the pool stopped and at times hang it.
+    result = subprocess.run([sys.executable, "-c", BUILDS, str(folder), str(tmp_path / "cache")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
 
 
 def test_reading_from_the_store_matches_for_any_index_order(folder, tmp_path):

@@ -18,7 +18,7 @@ import torch
 
 from data.config import Config
 from data.config_files import load_config, shipped_configs
-from data.io import sha256_file
+from data.provenance import file_hash
 from data.provenance import recorded
 from data.rundir import run_lock
 
@@ -90,7 +90,7 @@ def test_resume_with_more_stage2_steps_continues_the_prior_and_redoes_what_depen
     assert "stage-2 checkpoint changed since quality.json" in out  # and their quality
     assert stage2_step(run) == MORE
 
-    new_sha = sha256_file(run / "stage2" / "checkpoint.pt")
+    new_sha = file_hash(run / "stage2" / "checkpoint.pt")
     derived = ["stage2/bits_per_code.json", "report/quality.json", "report/metrics.json",
                "samples/learned.png", "samples/marginal.png", "samples/uniform.png",
                "samples/temperature_0.8.png", "samples/temperature_0.97.png"]
@@ -202,7 +202,7 @@ def test_report_refuses_inputs_of_an_older_prior_but_sample_still_works(run, cli
     report = cli("pipeline", "report", "--run", str(run))
     assert report.returncode == 0, report.stderr
     stamp = recorded(run / "report" / "metrics.json")
-    assert stamp["inputs"]["stage2/checkpoint.pt"] == sha256_file(run / "stage2" / "checkpoint.pt")
+    assert stamp["inputs"]["stage2/checkpoint.pt"] == file_hash(run / "stage2" / "checkpoint.pt")
 
 
 # ---------------------------------------------------------------- 6. what stage 2 allows on resume

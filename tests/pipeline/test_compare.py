@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-import h5py
 import pytest
 
-from tests.helpers import FAST, one_line_error, private_copy, run_cli
+from tests.helpers import FAST, edit_code_file, one_line_error, private_copy, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +47,7 @@ def test_a_run_compared_with_itself_has_no_differing_settings(fast_run, tmp_path
 
 def test_unfinished_and_stale_runs_are_refused_in_one_line_naming_them(fast_run, tiny_run, tmp_path, cli):
     stale = private_copy(fast_run, tmp_path / "stale")
-    with h5py.File(stale / "codes" / "train.h5", "r+") as f:  # quality.json was computed from other codes
+    with edit_code_file(stale / "codes" / "train.h5") as f:  # quality.json was computed from other codes
         f["codes"][0, 0, 0] = (int(f["codes"][0, 0, 0]) + 1) % 32
     result = cli("pipeline", "compare", str(fast_run), str(stale), str(tiny_run), "--out", str(tmp_path / "cmp"))
     message = one_line_error(result)

@@ -15,7 +15,7 @@ from data.errors import UserError
 from pipeline import VQPriorPipeline
 from pipeline import run as run_module
 
-from tests.helpers import FAST, TINY, run_cli
+from tests.helpers import FAST, TINY, edit_code_file, rewrite_checkpoint, run_cli
 
 SPEC_FILES = [
     "config.yaml", "stage1/checkpoint.pt", "stage1/metrics.jsonl", "stage1/reconstructions.png",
@@ -167,15 +167,15 @@ def test_sample_from_a_missing_run_is_a_user_error(tmp_path, cli):
 def test_prior_of_another_vqvae_is_refused(finished_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
-    state = torch.load(run / "stage1" / "checkpoint.pt", weights_only=True)
-    state["model"]["quantizer.embedding"] += 1.0  # another VQ-VAE, same shapes
-    torch.save(state, run / "stage1" / "checkpoint.pt")
+    def another_vqvae(state):  # same shapes
+        state["model"]["quantizer.embedding"] += 1.0
+
+    rewrite_checkpoint(run / "stage1" / "checkpoint.pt", another_vqvae)
     with pytest.raises(UserError, match="trained on codes of a different stage-1 checkpoint"):
         VQPriorPipeline.from_run(run, "cpu")
 
 
 def test_the_sample_quality_is_out_of_date_when_the_training_codes_change(finished_run, tmp_path):
-    import h5py
 
     from data.provenance import stale_reason
     from data.rundir import RunPaths
@@ -185,7 +185,7 @@ def test_the_sample_quality_is_out_of_date_when_the_training_codes_change(finish
     shutil.copytree(finished_run, run)
     paths, config = RunPaths(run), load_config(run / "config.yaml")
     assert stale_reason(paths.quality, sources.quality(paths, config)) is None
-    with h5py.File(paths.codes("train"), "r+") as f:  # the perfect prior's sets are drawn from these grids
+    with edit_code_file(paths.codes("train")) as f:  # the perfect prior's sets are drawn from these grids
         f["codes"][0, 0, 0] = (int(f["codes"][0, 0, 0]) + 1) % 32
     assert stale_reason(paths.quality, sources.quality(paths, config)) == "train codes changed since quality.json"
 

@@ -13,7 +13,7 @@ import torch
 from data.config_files import load_config
 from data.datasets import FASHION_MNIST_CLASSES
 from data.errors import UserError
-from data.io import sha256_file
+from data.provenance import file_hash
 from pipeline import VQPriorPipeline
 
 from tests.helpers import TINY_PRIOR, one_line_error, run_cli
@@ -54,7 +54,7 @@ def test_save_pretrained_writes_exactly_safetensors_and_json(saved):
         assert head[:1] != b"\x80" or path.suffix == ".safetensors"  # a raw pickle (protocol >= 2)
     for name in ("vqvae", "prior"):
         header = safetensors_header(saved / f"{name}.safetensors")
-        assert header.pop("__metadata__", None) in (None, {"format": "pt"})
+        assert set(header.pop("__metadata__")) == {"content_sha256"}
         assert header and all({"dtype", "shape", "data_offsets"} <= set(v) for v in header.values())
     json.loads((saved / "pipeline.json").read_text())
     assert not list(saved.rglob("*.pt")) and not list(saved.rglob("*.pkl")) and not list(saved.rglob("*.bin"))
@@ -84,7 +84,7 @@ def test_pipeline_json_holds_configs_marginal_class_names_grid_and_stage1_sha(fi
     assert torch.equal(marginal, torch.as_tensor(stage2["marginal_log_probs"], dtype=torch.float32))
     assert meta["class_names"] == FASHION_NAMES == list(FASHION_MNIST_CLASSES)
     assert meta["grid"] == [7, 7]
-    assert meta["stage1_checkpoint_sha256"] == sha256_file(finished / "stage1" / "checkpoint.pt")
+    assert meta["stage1_checkpoint_sha256"] == file_hash(finished / "stage1" / "checkpoint.pt")
 
 
 # ---------------------------------------------------------------- 2. from_pretrained samples what from_run does

@@ -13,7 +13,7 @@ from data.io import read_jsonl
 from stage1_vqvae import VQVAE, VQVAEConfig
 from stage1_vqvae import train as train_module
 
-from tests.helpers import TINY, run_cli
+from tests.helpers import TINY, rewrite_checkpoint, run_cli
 
 
 def test_train_writes_every_artifact(tiny_run_template):
@@ -238,9 +238,7 @@ def test_resuming_from_an_optimizer_state_of_another_layout_is_refused(tmp_path)
     config = load_config(TINY, ["stage1.steps=4", "stage1.decoder_steps=0"])
     train_module.train(config, tmp_path)
     path = tmp_path / "stage1" / "checkpoint.pt"
-    state = torch.load(path, weights_only=True)
-    state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"][:1]
-    torch.save(state, path)
+    rewrite_checkpoint(path, lambda state: state["optimizer"].update(param_groups=state["optimizer"]["param_groups"][:1]))
     with pytest.raises(UserError, match="optimizer state that does not fit"):
         train_module.train(load_config(TINY, ["stage1.steps=8", "stage1.decoder_steps=0"]), tmp_path, resume=True)
 

@@ -13,9 +13,10 @@ import subprocess
 import pytest
 import torch
 
+from data.checkpoint import FORMAT_VERSION as CHECKPOINT_FORMAT
 from data.io import sha256_file
 
-from tests.helpers import TINY, make_run, one_line_error, run_cli, write_codes
+from tests.helpers import TINY, make_run, one_line_error, rewrite_checkpoint, run_cli, write_codes
 
 
 @contextlib.contextmanager
@@ -97,16 +98,14 @@ def test_a_checkpoint_of_another_kind_shape_or_format_is_a_one_line_error(finish
     one_line_error(run_cli("stage1_vqvae", "encode", "--run", str(run), "--force"),
                    "is a stage-2 checkpoint, not a stage-1 checkpoint")
     shutil.copy(finished_run / "stage1" / "checkpoint.pt", run / "stage1" / "checkpoint.pt")
-    state = torch.load(run / "stage1" / "checkpoint.pt", weights_only=True)
-    state["model_config"]["hidden"] = 24  # the weights no longer fit the model the config describes
-    torch.save(state, run / "stage1" / "checkpoint.pt")
+    # the weights no longer fit the model the config describes
+    rewrite_checkpoint(run / "stage1" / "checkpoint.pt", lambda state: state["model_config"].update(hidden=24))
     one_line_error(run_cli("stage1_vqvae", "encode", "--run", str(run), "--force"), "do not fit")
-    state["format_version"] = 2  # a format this version cannot read
-    torch.save(state, run / "stage1" / "checkpoint.pt")
+    rewrite_checkpoint(run / "stage1" / "checkpoint.pt", lambda state: state.update(format_version=99))
     one_line_error(run_cli("stage1_vqvae", "encode", "--run", str(run), "--force"),
-                   "has format_version 2; this version reads 1")
+                   f"has format_version 99; this version reads {CHECKPOINT_FORMAT}")
     torch.save({"model": 1}, run / "stage2" / "checkpoint.pt")  # unpickles, but is no checkpoint of ours
-    one_line_error(run_cli("stage2_prior", "evaluate", "--run", str(run)), "not a stage-2 checkpoint")
+    one_line_error(run_cli("stage2_prior", "evaluate", "--run", str(run)), "stage2/checkpoint.pt is not a checkpoint")
 
 
 def test_empty_code_files_and_negative_labels_are_one_line_errors(tmp_path, cli):
