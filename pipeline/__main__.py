@@ -1,5 +1,6 @@
 """Pipeline command line: ``run`` the whole job, ``sample`` new images from a run, ``report`` a run,
-``export`` it, ``fid`` its samples, ``compare`` several runs."""
+``export`` it, ``fid`` its samples, ``compare`` several runs, ``verify`` the files of a run or a saved
+pipeline."""
 
 from __future__ import annotations
 
@@ -69,6 +70,14 @@ def parse(argv, prog: str = "python -m pipeline"):
                                    "Fréchet distance over a perfect prior's, novelty, sizes, times and samples.")
     c.add_argument("runs", nargs="+", metavar="RUN", help="finished run directories")
     c.add_argument("--out", required=True, metavar="DIR2", help="folder for compare.html and compare.md")
+
+    v = sub.add_parser("verify", help="check a run's or a saved pipeline's files against their checksums",
+                       description="Check each checkpoint and code file of a run, or each file of a saved pipeline, "
+                                   "against the checksum written with it: one line per file; exit 2 when one is "
+                                   "damaged. Reads only: needs no write access and no lock.")
+    where = v.add_mutually_exclusive_group(required=True)
+    where.add_argument("--run", metavar="DIR", help="a run directory")
+    where.add_argument("--pretrained", metavar="DIR2", help="a folder written by export / save_pretrained")
     return parser.parse_args(argv)
 
 
@@ -186,6 +195,14 @@ def main(argv=None, prog: str = "python -m pipeline") -> int:
     elif args.command == "fid":
         with run_lock(args.run):
             command_fid(args)
+    elif args.command == "verify":
+        from .verify import pretrained_checks, run_checks, verify
+
+        checks = run_checks(args.run) if args.run else pretrained_checks(args.pretrained)
+        bad = verify(checks)
+        if bad:
+            raise UserError(f"{len(bad)} of {len(checks)} files are damaged or unreadable: {', '.join(bad)}",
+                            advice="see the lines above for how to get good ones")
     elif args.command == "compare":
         from .compare import compare
 

@@ -1,6 +1,6 @@
 """The console command ``vqprior``: every command of the three packages under one name.
 
-    vqprior run | sample | report | export | fid | compare     (= python -m pipeline ...)
+    vqprior run | sample | report | export | fid | compare | verify   (= python -m pipeline ...)
     vqprior stage1 train | encode                    (= python -m stage1_vqvae ...)
     vqprior stage2 train | evaluate                  (= python -m stage2_prior ...)
 
@@ -17,7 +17,7 @@ from typing import Optional
 
 from data.cli import run_main
 
-PIPELINE_COMMANDS = ("run", "sample", "report", "export", "fid", "compare")
+PIPELINE_COMMANDS = ("run", "sample", "report", "export", "fid", "compare", "verify")
 STAGES = {"stage1": "stage1_vqvae", "stage2": "stage2_prior"}
 USAGE = """usage: vqprior COMMAND ...
 
@@ -28,6 +28,7 @@ commands:
   export           save a trained run's pipeline for sharing (safetensors + JSON)
   fid              Inception FID of a trained run's samples (needs the fid extra)
   compare          put finished runs side by side: one HTML page and a Markdown table
+  verify           check a run's or a saved pipeline's files against their checksums
   stage1 train     train the VQ-VAE of a run
   stage1 encode    write a run's code files with its VQ-VAE
   stage2 train     train the prior of a run

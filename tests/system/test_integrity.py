@@ -167,3 +167,32 @@ def test_a_damaged_stage1_checkpoint_is_named_not_blamed_on_the_prior(fast_run, 
     line = one_line_error(cli("pipeline", "sample", "--run", str(run), "--n", "4", "--out", str(tmp_path / "s.png")),
                           "stage-1 checkpoint", "is damaged")
     assert "different stage-1 checkpoint" not in line and "retrain" not in line
+
+
+# ---------------------------------------------------------------- vqprior verify
+
+
+def test_verify_prints_a_line_per_file_of_a_run_and_exits_2_naming_the_damaged_one(fast_run, tmp_path, cli):
+    run = private_copy(fast_run, tmp_path)
+    result = cli("pipeline", "verify", "--run", str(run))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["ok", "stage1/checkpoint.pt"], ["ok", "stage2/checkpoint.pt"], ["ok", "classifier/checkpoint.pt"],
+        ["ok", "codes/train.h5"], ["ok", "codes/val.h5"]]
+    damage(run / "codes" / "val.h5")
+    (run / "classifier" / "checkpoint.pt").unlink()
+    result = cli("pipeline", "verify", "--run", str(run))
+    one_line_error(result, "1 of 5 files are damaged or unreadable: codes/val.h5")
+    assert "absent  classifier/checkpoint.pt" in result.stdout
+    assert "BAD     codes/val.h5  (code file): code file" in result.stdout and "is damaged" in result.stdout
+
+
+def test_verify_checks_a_saved_pipeline(exported, tmp_path, cli):
+    folder = private_copy(exported, tmp_path)
+    assert cli("pipeline", "verify", "--pretrained", str(folder)).returncode == 0
+    damage(folder / "prior.safetensors")
+    result = cli("pipeline", "verify", "--pretrained", str(folder))
+    one_line_error(result, "1 of 3 files are damaged or unreadable: prior.safetensors")
+    assert "export the pipeline again" in result.stdout
+
