@@ -147,6 +147,13 @@ def command_sample(args) -> None:
           "".join(f"; wrote {what}" for what in outputs.describe(n)))
 
 
+def writes_into_run(args) -> bool:
+    """Whether ``sample`` writes into the run directory (its default grid does; ``--out`` elsewhere does not)."""
+    root = Path(args.run).resolve()
+    outputs = [args.out, args.images_dir, args.codes]
+    return args.out is None or any(o is not None and Path(o).resolve().is_relative_to(root) for o in outputs)
+
+
 def command_export(args) -> None:
     from .pipeline import VQPriorPipeline
 
@@ -188,7 +195,8 @@ def main(argv=None, prog: str = "python -m pipeline") -> int:
     if args.command == "run":
         command_run(args)
     elif args.command == "sample":
-        with run_lock(args.run):
+        # a reader needs no lock: only output into the run itself takes the writer's
+        with run_lock(args.run) if writes_into_run(args) else contextlib.nullcontext():
             command_sample(args)
     elif args.command == "export":
         command_export(args)

@@ -292,6 +292,16 @@ def test_a_second_writer_is_refused_while_the_lock_is_held(run):
     assert f"run directory in use (pid {os.getpid()})" in line
 
 
+def test_readers_need_no_lock_while_a_writer_holds_it(run, tmp_path):
+    with run_lock(run):
+        elsewhere = run_cli("pipeline", "sample", "--run", str(run), "--n", "4", "--out", str(tmp_path / "s.png"))
+        verified = run_cli("pipeline", "verify", "--run", str(run))
+        into_the_run = run_cli("pipeline", "sample", "--run", str(run), "--n", "4")
+    assert elsewhere.returncode == 0 and (tmp_path / "s.png").is_file(), elsewhere.stderr
+    assert verified.returncode == 0, verified.stderr
+    assert f"run directory in use (pid {os.getpid()})" in one_line_error(into_the_run)
+
+
 def test_a_lock_left_by_a_killed_process_does_not_block(run, cli):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom data.rundir import run_lock\n"
