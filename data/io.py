@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import torch
 
@@ -127,16 +127,41 @@ def logged_time(path: str | os.PathLike, step: int) -> float:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The rows of a metrics log: JSON objects of numbers (``step`` a count), strings, booleans and nulls.
+
+    A torn last line (a kill while appending) ends the log quietly; any other malformed row is a
+    one-line error naming the file and the line.
+    """
     path = Path(path)
     if not path.is_file():
         return []
+    lines = path.read_text(errors="replace").splitlines()
     rows = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(lines, 1):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
-            break  # a torn last line from a kill: everything before it is valid
+            if number == len(lines):
+                break  # a torn last line from a kill: everything before it is valid
+            raise UserError(f"{path} line {number} is not JSON; remove the line or the file") from None
+        problem = metrics_row_problem(row)
+        if problem:
+            raise UserError(f"{path} line {number} is not a metrics row ({problem}); remove the line or the file")
+        rows.append(row)
     return rows
+
+
+def metrics_row_problem(row) -> Optional[str]:
+    """Why ``row`` cannot be a metrics row, or None."""
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not an object"
+    step = row.get("step", 0)
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"step {step!r} is not a count"
+    for key, value in row.items():
+        if not (value is None or isinstance(value, (int, float, str, bool))):
+            return f"{key} holds a {type(value).__name__}"
+    return None
 
 
 def capture_rng() -> dict:

@@ -15,6 +15,7 @@ from pipeline import sources
 from pipeline.report import write_report
 from pipeline.results import required
 from pipeline.sources import png_text, stamp
+from tests.helpers import one_line_error
 
 K = 16
 BITS = {"learned": 2.5, "marginal": 3.25, "uniform": 4.0, "num_embeddings": K}
@@ -277,3 +278,21 @@ def test_novelty_is_in_metrics_and_samples_are_shown_above_their_neighbours(tmp_
     page = (run / "report/index.html").read_text()
     assert "Novelty" in page and "2.0%" in page and "pixel (RMS difference" in page
     assert embedded(page, run / "report/nearest_typical.png") and embedded(page, run / "report/nearest_closest.png")
+
+
+@pytest.mark.parametrize("row, words", [('["step", 10]', "line 2 is not a metrics row (a JSON list, not an object)"),
+                                        ('{"step": "ten"}', "line 2 is not a metrics row (step 'ten' is not a count)"),
+                                        ('{"step": 20, "loss": {"a": 1}}', "line 2 is not a metrics row (loss holds"),
+                                        ("{oops", "line 2 is not JSON")])
+def test_a_malformed_metrics_row_is_a_one_line_error_naming_file_and_line(tmp_path, cli, row, words):
+    run = make_run(tmp_path)
+    lines = (run / "stage2/metrics.jsonl").read_text().splitlines()
+    (run / "stage2/metrics.jsonl").write_text("\n".join([lines[0], row, *lines[1:]]) + "\n")
+    one_line_error(cli("pipeline", "report", "--run", str(run)), "stage2/metrics.jsonl " + words)
+
+
+def test_a_torn_last_metrics_row_is_dropped_quietly(tmp_path, cli):
+    run = make_run(tmp_path)
+    with open(run / "stage1/metrics.jsonl", "a") as f:
+        f.write('{"step": 110, "lo')  # a kill while appending
+    assert cli("pipeline", "report", "--run", str(run)).returncode == 0
