@@ -64,9 +64,12 @@ def listing(root: Path) -> list[str]:
     """
     if not root.is_dir():
         raise UserError(f"image folder not found: {root} (set data.root to a folder of images)")
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        lines = stat_lines(fd, image_paths(fd))
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except PermissionError:
+        raise UserError(f"cannot read the image folder {root}: permission denied") from None
+    try:
+        lines = stat_lines(fd, image_paths(fd, root))
     finally:
         os.close(fd)
     if not lines:
@@ -77,13 +80,17 @@ def listing(root: Path) -> list[str]:
     return lines
 
 
-def image_paths(root_fd: int) -> list[str]:
+def image_paths(root_fd: int, root: Path) -> list[str]:
     """Relative paths of the image files under an open folder, by name and directory entry type only."""
     paths, folders = [], [""]
     while folders:
         folder = folders.pop()
         prefix = f"{folder}/" if folder else ""
-        fd = os.open(folder or ".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=root_fd)
+        try:
+            fd = os.open(folder or ".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=root_fd)
+        except PermissionError:
+            raise UserError(f"cannot read the folder {root / folder} inside the image folder: permission "
+                            "denied; make it readable or move it out") from None
         try:
             with os.scandir(fd) as entries:
                 for entry in entries:
@@ -140,6 +147,8 @@ def _stat_lines(root_fd: int, paths: list[str]) -> list[str]:
         except FileNotFoundError:
             raise UserError(f"{path} disappeared while the image folder was listed; run again when "
                             "the folder is no longer changing") from None
+        except PermissionError:
+            raise UserError(f"cannot read {path} in the image folder: permission denied") from None
         lines.append(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}")
     return lines
 

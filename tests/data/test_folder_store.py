@@ -193,3 +193,18 @@ def test_a_file_gone_during_a_parallel_listing_is_a_user_error_not_a_hang(folder
             folder_store.stat_lines(fd, ["a/gone.png"] + ["a/0.png"] * 40_000)
     finally:
         os.close(fd)
+
+
+def test_an_unreadable_subfolder_is_a_one_line_error_naming_it(folder, tmp_path, monkeypatch):
+    # chmod cannot stop root, who runs the CI; the refusal the kernel would give is raised instead
+    real_open = os.open
+
+    def refusing_open(path, flags, *args, **kwargs):
+        if path == "b" and kwargs.get("dir_fd") is not None:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(folder_store.os, "open", refusing_open)
+    with pytest.raises(UserError, match=f"cannot read the folder {folder / 'b'} inside the image folder: "
+                                        "permission denied"):
+        load_split(config(folder, tmp_path), "train")
