@@ -184,6 +184,9 @@ def plain_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+BOMB = "error: image {path} is too large to decode safely (a decompression bomb?); remove or shrink it"
+
+
 def image_mode(path: str) -> str:
     """``L`` when the image is grayscale (including a gray palette), else ``RGB``; reads the header only."""
     from PIL import Image, UnidentifiedImageError
@@ -193,6 +196,8 @@ def image_mode(path: str) -> str:
             palette = img.getpalette() if img.mode == "P" else None
             gray_palette = palette is not None and palette[0::3] == palette[1::3] == palette[2::3]
             return "L" if img.mode in GRAYSCALE_MODES or gray_palette else "RGB"
+    except Image.DecompressionBombError:
+        return BOMB.format(path=path)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         return f"error: cannot read image {path} ({type(exc).__name__}); remove or fix it"
 
@@ -214,7 +219,7 @@ def decode(task: tuple[str, str, int]):
                 img.load()
                 img = to_mode(img, mode)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        return f"error: image {path} is too large to decode safely (a decompression bomb?); remove or shrink it"
+        return BOMB.format(path=path)
     except ValueError as exc:
         return f"error: cannot convert image {path} to {mode} ({exc}); convert it to RGB or grayscale"
     except (UnidentifiedImageError, OSError) as exc:

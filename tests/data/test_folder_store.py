@@ -157,15 +157,19 @@ def test_a_lab_tiff_is_converted_to_srgb(tmp_path):
     assert white.min() >= 250 and black.max() <= 5
 
 
+@pytest.mark.parametrize("channels", ["3", "null"])  # null: the workers first read every header for the mode
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.write_bytes(b"not an image"), "cannot read image"),
-    (lambda p: Image.new("L", (200, 200)).save(p), "decompression bomb"),
+    (lambda p: Image.new("L", (200, 200)).save(p), "decompression bomb"),  # PIL warns as it decodes
+    (lambda p: Image.new("L", (300, 300)).save(p), "decompression bomb"),  # PIL refuses as it opens
 ])
-def test_hostile_files_are_one_line_errors_naming_the_file(folder, tmp_path, monkeypatch, make, message):
+def test_hostile_files_are_one_line_errors_naming_the_file(folder, tmp_path, monkeypatch, make, message, channels,
+                                                           capfd):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # the 200x200 image counts as a bomb
     make(folder / "a" / "evil.png")
     with pytest.raises(UserError, match=message) as err:
-        load_split(config(folder, tmp_path, "data.channels=3"), "train")
+        load_split(config(folder, tmp_path, f"data.channels={channels}"), "train")
+    assert "Traceback" not in capfd.readouterr().err  # the workers print nothing as the pool stops
     assert "evil" in str(err.value) and "\n" not in str(err.value)
     assert list((tmp_path / "cache" / "folders").iterdir()) == []  # no half store
 
