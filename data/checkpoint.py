@@ -10,9 +10,9 @@ A checkpoint is a dict of tensors and plain Python data, loadable with
 
 Every checkpoint holds ``model`` (a state dict) and ``model_config`` (``asdict`` of the
 model's config dataclass); the rest depends on the kind. ``content_sha256`` is the digest of all
-the other entries (``data.integrity``): a load that finds other content refuses the file. Files are written atomically and
-byte-identically for identical content (serialised in memory, so the temporary file name
-never enters the archive), which keeps their SHA-256, the run's provenance, reproducible.
+the other entries (``data.integrity``): a load that finds other content refuses the file. Files
+are written atomically and byte-identically for identical content (serialised in memory, so the
+temporary file name never enters the archive).
 """
 
 from __future__ import annotations

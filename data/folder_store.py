@@ -314,8 +314,9 @@ def build(path: Path, root: Path, lines: list[str], size: int, channels: Optiona
                                   unit="img", dynamic_ncols=True):
                     if isinstance(array, str):
                         raise UserError(array.removeprefix("error: "))
-                    out.write(array.tobytes())
-                    images_digest.update(array.tobytes())
+                    raw = array.tobytes()
+                    out.write(raw)
+                    images_digest.update(raw)
         names, labels_digest = class_names_of(rel_paths), None
         if names is not None:
             lookup = {name: k for k, name in enumerate(names)}

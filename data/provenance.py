@@ -8,8 +8,8 @@ its sources:
 
 the SHA-256 of every run file it used (named relative to the run directory, ``RunPaths.name``;
 for a checkpoint or a code file, the checked digest of its content it carries, ``data.integrity``,
-so a damaged source is an error, never "changed, so recompute") and the settings it was made with, under the name ``computed_from`` (``recorded`` reads it from
-every kind of file). A derived file is *current* when its recorded fingerprint equals the
+so a damaged source is an error, never "changed, so recompute") and the settings it was made
+with, under the name ``computed_from`` (``recorded`` reads it from every kind of file). A derived file is *current* when its recorded fingerprint equals the
 one its sources give now; ``stale_reason`` says why not, in words a log can print
 ("stage-2 checkpoint changed since bits_per_code.json").
 """
@@ -58,8 +58,6 @@ def recorded(path: str | os.PathLike) -> Optional[dict]:
     entry and HDF5 code files as an attribute (JSON text), all of that name.
     """
     path = Path(path)
-    if damaged(path):
-        return None
     try:
         if path.suffix == ".png":
             from PIL import Image
@@ -69,11 +67,15 @@ def recorded(path: str | os.PathLike) -> Optional[dict]:
         elif path.suffix == ".h5":
             import h5py
 
+            if integrity.user_block_state(path) == "damaged":
+                return None  # checked before HDF5 parses it: damaged metadata can hang the library
             with h5py.File(path, "r") as f:
                 text = f.attrs.get(KEY)
         elif path.suffix == ".pt":
             state = _torch_load(path)
-            return state.get(KEY) or None if isinstance(state, dict) else None
+            if not isinstance(state, dict) or (integrity.KEY in state and not integrity.intact(state)):
+                return None
+            return state.get(KEY) or None
         else:
             obj = json.loads(path.read_text())
             return obj.get(KEY) if isinstance(obj, dict) else None
@@ -83,7 +85,8 @@ def recorded(path: str | os.PathLike) -> Optional[dict]:
 
 
 def damaged(path: Path) -> bool:
-    """Whether a checkpoint or code file holds a checksum its content no longer matches (``data.integrity``)."""
+    """Whether a checkpoint or code file holds a checksum its content no longer matches (``data.integrity``);
+    asked only to word why ``recorded`` found nothing."""
     try:
         if path.suffix == ".h5":
             return integrity.user_block_state(path) == "damaged"
